@@ -27,7 +27,7 @@ type Msg struct {
 // closed, as C xenstored does: after a bad header the stream cannot be
 // re-synchronised.
 var (
-	ErrTooLong = errors.New("xenstore wire: payload longer than XENSTORE_PAYLOAD_MAX")
+	ErrTooLong   = errors.New("xenstore wire: payload longer than XENSTORE_PAYLOAD_MAX")
 	ErrTruncated = errors.New("xenstore wire: connection closed mid-message")
 )
 
