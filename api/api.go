@@ -1,0 +1,110 @@
+// Package api is the agent's HTTP API: the request and response types and a
+// typed client. It uses only the standard library so that every tool, test
+// and script can link it cheaply. Paths are versioned under /v1/.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// DefaultAddr is where an agent serves its API unless told otherwise, and
+// where the CLI looks when SHI_AGENT is unset.
+const DefaultAddr = "127.0.0.1:7070"
+
+// DefaultXenstoreSocket is the agent's XenStore socket unless told otherwise.
+const DefaultXenstoreSocket = "/run/shi/xenstored.sock"
+
+// Environment variables the agent exports to domains and the CLI reads.
+const (
+	EnvAgent    = "SHI_AGENT"      // API URL, http://IP:PORT
+	EnvXenstore = "XENSTORED_PATH" // XenStore socket path (libxenstore reads it too)
+)
+
+// Self describes the agent that answers.
+type Self struct {
+	Name           string `json:"name"`
+	Version        string `json:"version"`
+	API            string `json:"api"`
+	XenstoreSocket string `json:"xenstore_socket"`
+	Dev            bool   `json:"dev"`
+}
+
+// Error is the body of every non-2xx reply.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// AgentURL returns the API URL from SHI_AGENT, or the default.
+func AgentURL(getenv func(string) string) string {
+	if u := getenv(EnvAgent); u != "" {
+		return u
+	}
+	return "http://" + DefaultAddr
+}
+
+// Client is a typed client of one agent.
+type Client struct {
+	URL  string
+	HTTP *http.Client
+}
+
+// NewClient returns a client of the agent at url (http://IP:PORT).
+func NewClient(url string) *Client {
+	return &Client{URL: strings.TrimRight(url, "/"), HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// ErrNoAgent means nothing answered at the client's URL.
+var ErrNoAgent = errors.New("no shi agent answers")
+
+// Self asks the agent to describe itself.
+func (c *Client) Self(ctx context.Context) (Self, error) {
+	var s Self
+	err := c.do(ctx, http.MethodGet, "/v1/agent/self", nil, &s)
+	return s, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s (start one with 'shi agent -dev', or set %s): %v", ErrNoAgent, c.URL, EnvAgent, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("agent at %s: %s", c.URL, resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
