@@ -1,0 +1,47 @@
+# make test   what CI runs (.ci/run): install deps, gofmt, vet, every test
+# make build  the shi binary into bin/shi
+# make fuzz   each Fuzz target for FUZZTIME (the plain test run replays
+#             only their seed corpora)
+# make race   the tests under the race detector (about twice as slow)
+
+GO       ?= go
+FUZZTIME ?= 10s
+TESTFLAGS ?=
+
+.PHONY: all test deps fmt vet unit build fuzz race clean
+
+all: build
+
+test: deps fmt vet unit
+
+deps:
+	scripts/deps.sh
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -timeout 12m $(TESTFLAGS) ./...
+
+build:
+	$(GO) build -o bin/shi ./cmd/shi
+
+race:
+	$(GO) test -count=1 -race -timeout 20m $(TESTFLAGS) ./...
+
+# One run per Fuzz target: go test -fuzz takes one target of one package.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf bin
