@@ -1,0 +1,61 @@
+package ring
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+func init() {
+	x := uint32(1)
+	if *(*byte)(unsafe.Pointer(&x)) != 1 {
+		panic("ring: shared-memory layouts assume a little-endian host")
+	}
+}
+
+// word returns the u32 at b[off:off+4]. It panics if the range is outside b
+// or not 4-byte aligned in memory, both programming errors.
+func word(b []byte, off int) *uint32 {
+	_ = b[off+3]
+	p := unsafe.Pointer(&b[off])
+	if uintptr(p)&3 != 0 {
+		panic("ring: misaligned shared u32")
+	}
+	return (*uint32)(p)
+}
+
+// aligned reports whether b starts on a 4-byte boundary.
+func aligned(b []byte) bool {
+	return len(b) == 0 || uintptr(unsafe.Pointer(&b[0]))&3 == 0
+}
+
+// Load32 atomically loads the little-endian u32 at b[off:]. off must be a
+// multiple of 4 from a 4-aligned b.
+func Load32(b []byte, off int) uint32 { return atomic.LoadUint32(word(b, off)) }
+
+// Store32 atomically stores v at b[off:].
+func Store32(b []byte, off int, v uint32) { atomic.StoreUint32(word(b, off), v) }
+
+// CompareAndSwap32 atomically replaces the u32 at b[off:] with new if it
+// equals old.
+func CompareAndSwap32(b []byte, off int, old, new uint32) bool {
+	return atomic.CompareAndSwapUint32(word(b, off), old, new)
+}
+
+// Or32 atomically ORs bits into the u32 at b[off:] and returns the old value.
+func Or32(b []byte, off int, bits uint32) uint32 { return atomic.OrUint32(word(b, off), bits) }
+
+// And32 atomically ANDs mask into the u32 at b[off:] and returns the old value.
+func And32(b []byte, off int, mask uint32) uint32 { return atomic.AndUint32(word(b, off), mask) }
+
+// Or8 atomically ORs bits into the byte b[off] and returns its old value
+// (vchan's notify bytes). It works on the aligned word holding the byte.
+func Or8(b []byte, off int, bits uint8) uint8 {
+	shift := uint(off&3) * 8
+	return uint8(Or32(b, off&^3, uint32(bits)<<shift) >> shift)
+}
+
+// And8 atomically ANDs mask into the byte b[off] and returns its old value.
+func And8(b []byte, off int, mask uint8) uint8 {
+	shift := uint(off&3) * 8
+	return uint8(And32(b, off&^3, ^(uint32(^mask)<<shift)) >> shift)
+}
