@@ -37,7 +37,7 @@ func TestReadErrors(t *testing.T) {
 		{"empty", nil, io.EOF},
 		{"short header", []byte{1, 2, 3}, ErrTruncated},
 		{"too long", long, ErrTooLong},
-		{"short payload", append((&Msg{Type: 2, Payload: []byte("abc")}).Bytes()[:17]), ErrTruncated},
+		{"short payload", (&Msg{Type: 2, Payload: []byte("abc")}).Bytes()[:17], ErrTruncated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Read(bytes.NewReader(tc.in)); err != tc.want {
