@@ -1,0 +1,174 @@
+// Package agent wires a shi host together: it builds every subsystem from
+// a Config, owns their goroutines, serves the XenStore socket and the HTTP
+// API. Only cmd/shi and test harnesses import it.
+//
+// Goroutines (see docs/agent.md): the XenStore accept loop and, per
+// connection, a reader and a writer; the HTTP server.
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"shi/api"
+	"shi/internal/xenstore"
+	"shi/internal/xenstore/server"
+)
+
+// Version is the agent's version, reported by the API and gossip.
+const Version = "0.1.0"
+
+// Info is what a started agent tells its caller.
+type Info struct {
+	XenstoreSocket string
+	APIURL         string
+}
+
+// Main runs "shi agent" with command-line arguments and returns the exit
+// code. It prints XENSTORED_PATH=... and SHI_AGENT=... on stdout once the
+// agent serves, so that scripts can eval them.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "shi agent: %v\n", err)
+		return 2
+	}
+	err = Run(ctx, cfg, func(i Info) {
+		fmt.Fprintf(stdout, "%s=%s\n%s=%s\n", api.EnvXenstore, i.XenstoreSocket, api.EnvAgent, i.APIURL)
+		if f, ok := stdout.(*os.File); ok {
+			f.Sync()
+		}
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "shi agent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Run runs an agent until ctx ends. ready is called once it serves.
+func Run(ctx context.Context, cfg Config, ready func(Info)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &agent{cfg: cfg, log: log, start: time.Now()}
+	a.store = server.NewLocal(cfg.Quota)
+	if err := a.bootstrapStore(); err != nil {
+		return err
+	}
+
+	xsl, err := listenUnix(cfg.XenstoreSocket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.XenstoreSocket)
+	apil, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		xsl.Close()
+		return fmt.Errorf("api: %w", err)
+	}
+	a.apiURL = "http://" + apil.Addr().String()
+
+	a.xs = server.New(server.Config{Backend: a.store, Logger: log, Quota: cfg.Quota})
+	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errc <- a.xs.Serve(ctx, xsl)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(apil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	log.Info("agent serving", "name", cfg.Name, "dev", cfg.Dev, "xenstore", cfg.XenstoreSocket, "api", a.apiURL)
+	if ready != nil {
+		ready(Info{XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL})
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info("agent stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	xsl.Close()
+	wg.Wait()
+	return runErr
+}
+
+type agent struct {
+	cfg    Config
+	log    *slog.Logger
+	start  time.Time
+	store  *server.Local
+	xs     *server.Server
+	apiURL string
+}
+
+// bootstrapStore writes what a Xen toolstack writes for dom0.
+func (a *agent) bootstrapStore() error {
+	for _, c := range []*xenstore.Command{
+		{Op: xenstore.OpWrite, Path: "/local/domain/0/name", Value: []byte("Domain-0")},
+		{Op: xenstore.OpWrite, Path: "/local/domain/0/domid", Value: []byte("0")},
+		{Op: xenstore.OpMkdir, Path: "/vm"},
+		{Op: xenstore.OpMkdir, Path: "/tool"},
+	} {
+		if res := a.store.Apply(c); res.Err != 0 {
+			return fmt.Errorf("xenstore bootstrap %s %s: %v", c.Op, c.Path, res.Err)
+		}
+	}
+	return nil
+}
+
+// listenUnix listens on a Unix socket path, replacing a stale socket left
+// by an agent that died, but refusing to steal one that still answers.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("xenstore socket: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("xenstore socket: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("xenstore socket: another agent is serving %s", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("xenstore socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
