@@ -303,7 +303,7 @@ func (x *change) setPerms(path string, perms Perms) syscall.Errno {
 		if !x.caller.can(x.meta.special[path], PermWrite|permOwner) {
 			return syscall.EACCES
 		}
-		x.writableMeta().special[path] = append(Perms(nil), perms...)
+		x.writableMeta().special[path] = cleanPerms(perms)
 		return 0
 	}
 	if len(path) > 0 && path[0] == '@' {
@@ -317,7 +317,7 @@ func (x *change) setPerms(path string, perms Perms) syscall.Errno {
 		return syscall.EPERM
 	}
 	c := n.clone()
-	c.Perms = append(Perms(nil), perms...)
+	c.Perms = cleanPerms(perms)
 	c.PGen = x.next()
 	if e := x.checkSize(c); e != 0 {
 		return e
@@ -329,4 +329,14 @@ func (x *change) setPerms(path string, perms Perms) syscall.Errno {
 	}
 	x.events = append(x.events, Event{Path: path, Perms: c.Perms, OldPerms: n.Perms, ParentPerms: x.parentPerms(path)})
 	return 0
+}
+
+// cleanPerms copies a permission list keeping only the read and write
+// bits, whatever a decoded command carried.
+func cleanPerms(ps Perms) Perms {
+	out := make(Perms, len(ps))
+	for i, p := range ps {
+		out[i] = Perm{Dom: p.Dom, Bits: p.Bits & (PermRead | PermWrite)}
+	}
+	return out
 }
