@@ -1,0 +1,254 @@
+package gnttab
+
+import (
+	"errors"
+	"fmt"
+
+	"shi/internal/abi"
+)
+
+// Frames gives the agent's view of domains' shareable pages.
+type Frames interface {
+	// Frame returns the page that dom registered as frame gfn
+	// (abi.PAGE_SIZE bytes), or nil if there is none.
+	Frame(dom DomID, gfn uint32) []byte
+}
+
+// Config bounds one domain's use of the table.
+type Config struct {
+	// MaxMaps caps the grants the domain may have mapped at once
+	// (xengnttab_set_max_grants); 0 means DefaultMaxMaps.
+	MaxMaps int
+}
+
+// DefaultMaxMaps is the default Config.MaxMaps.
+const DefaultMaxMaps = 4096
+
+// Mapping is one grant mapped by a domain.
+type Mapping struct {
+	Mapper   DomID
+	Handle   Handle
+	Granter  DomID
+	Ref      Ref
+	Frame    uint32
+	Readonly bool
+}
+
+// active is Xen's active grant entry: a grant pinned by maps or copies.
+// While pinned, the frame and the grantee are taken from here, not from
+// the shared entry, which the granter could rewrite.
+type active struct {
+	mapper           DomID
+	frame            uint32
+	readers, writers int
+}
+
+type domain struct {
+	id     DomID
+	table  []byte          // its grant table, shared with it
+	active map[Ref]*active // its grants that are pinned
+	maps   []*Mapping      // maptrack: what it maps, by handle; nil = free
+	free   []Handle        // free handles below len(maps)
+	nmaps  int
+	max    int
+}
+
+// Table holds the grant state of every domain on one host.
+type Table struct {
+	doms   map[DomID]*domain
+	frames Frames
+}
+
+// New returns an empty table whose frames are resolved through frames.
+func New(frames Frames) *Table {
+	return &Table{doms: make(map[DomID]*domain), frames: frames}
+}
+
+// ErrDomain reports AddDomain misuse.
+var ErrDomain = errors.New("gnttab: bad domain")
+
+// AddDomain registers a domain and its grant table (shared with it; a
+// multiple of 8 bytes, 4-byte aligned).
+func (t *Table) AddDomain(dom DomID, table []byte, cfg Config) error {
+	if t.doms[dom] != nil || dom >= abi.DOMID_FIRST_RESERVED || len(table)%abi.GrantEntryV1Size != 0 {
+		return fmt.Errorf("%w: dom%d", ErrDomain, dom)
+	}
+	max := cfg.MaxMaps
+	if max <= 0 {
+		max = DefaultMaxMaps
+	}
+	t.doms[dom] = &domain{id: dom, table: table, active: map[Ref]*active{}, max: max}
+	return nil
+}
+
+// Removed is what RemoveDomain tore down.
+type Removed struct {
+	// Unmapped are the dying domain's own mappings; their pins on other
+	// domains' grants have been dropped.
+	Unmapped []Mapping
+	// Revoked are other domains' mappings of the dying domain's grants.
+	// They are gone from the table; the agent must tell each mapper.
+	Revoked []Mapping
+}
+
+// RemoveDomain forgets a dead domain: it unmaps everything the domain had
+// mapped and revokes every mapping of its grants.
+func (t *Table) RemoveDomain(dom DomID) Removed {
+	d := t.doms[dom]
+	if d == nil {
+		return Removed{}
+	}
+	var r Removed
+	for _, m := range d.maps {
+		if m != nil {
+			t.unpin(m)
+			r.Unmapped = append(r.Unmapped, *m)
+		}
+	}
+	delete(t.doms, dom)
+	for _, md := range t.doms {
+		for h, m := range md.maps {
+			if m != nil && m.Granter == dom {
+				r.Revoked = append(r.Revoked, *m)
+				md.release(Handle(h))
+			}
+		}
+	}
+	return r
+}
+
+// pin takes a read or write pin on granter's ref for dom, checking and
+// updating the shared entry as Xen's map_grant_ref and
+// acquire_grant_for_copy do. It returns the active entry's frame.
+func (t *Table) pin(g *domain, ref Ref, dom DomID, readonly, mapping bool) (uint32, Status) {
+	if int64(ref) >= int64(Entries(g.table)) {
+		return 0, BadGntref
+	}
+	act := g.active[ref]
+	if act != nil && act.mapper != dom {
+		return 0, GeneralError
+	}
+	if act == nil || (!readonly && act.writers == 0) {
+		if st := setStatus(g.table, ref, dom, readonly, mapping, act != nil); st != Okay {
+			return 0, st
+		}
+	}
+	if act == nil {
+		frame := ReadEntry(g.table, ref).Frame
+		if t.page(g.id, frame) == nil {
+			clearFlags(g.table, ref, abi.GTF_reading|abi.GTF_writing)
+			return 0, BadPage
+		}
+		act = &active{mapper: dom, frame: frame}
+		g.active[ref] = act
+	}
+	if readonly {
+		act.readers++
+	} else {
+		act.writers++
+	}
+	return act.frame, Okay
+}
+
+// unpinRef drops one pin and clears GTF_writing/GTF_reading when the last
+// writer/user goes.
+func unpinRef(g *domain, ref Ref, readonly bool) {
+	act := g.active[ref]
+	if act == nil {
+		return
+	}
+	if readonly {
+		act.readers--
+	} else if act.writers--; act.writers == 0 {
+		clearFlags(g.table, ref, abi.GTF_writing)
+	}
+	if act.readers+act.writers == 0 {
+		clearFlags(g.table, ref, abi.GTF_reading)
+		delete(g.active, ref)
+	}
+}
+
+// page returns dom's frame gfn, or nil if it has none.
+func (t *Table) page(dom DomID, gfn uint32) []byte {
+	p := t.frames.Frame(dom, gfn)
+	if len(p) < abi.PAGE_SIZE {
+		return nil
+	}
+	return p[:abi.PAGE_SIZE]
+}
+
+func (t *Table) unpin(m *Mapping) {
+	if g := t.doms[m.Granter]; g != nil {
+		unpinRef(g, m.Ref, m.Readonly)
+	}
+}
+
+// Map is GNTTABOP_map_grant_ref: mapper maps granter's ref. granter may be
+// DOMID_SELF. On Okay the agent hands the mapper the page of (granter,
+// Frame), read-only if asked.
+func (t *Table) Map(mapper, granter DomID, ref Ref, readonly bool) (Mapping, Status) {
+	md := t.doms[mapper]
+	if granter == abi.DOMID_SELF {
+		granter = mapper
+	}
+	g := t.doms[granter]
+	if md == nil || g == nil {
+		return Mapping{}, BadDomain
+	}
+	if md.nmaps >= md.max {
+		return Mapping{}, NoSpace
+	}
+	frame, st := t.pin(g, ref, mapper, readonly, true)
+	if st != Okay {
+		return Mapping{}, st
+	}
+	m := &Mapping{Mapper: mapper, Granter: granter, Ref: ref, Frame: frame, Readonly: readonly}
+	m.Handle = md.track(m)
+	return *m, Okay
+}
+
+// Unmap is GNTTABOP_unmap_grant_ref for one handle of mapper.
+func (t *Table) Unmap(mapper DomID, h Handle) (Mapping, Status) {
+	md := t.doms[mapper]
+	if md == nil {
+		return Mapping{}, BadDomain
+	}
+	if int64(h) >= int64(len(md.maps)) || md.maps[h] == nil {
+		return Mapping{}, BadHandle
+	}
+	m := md.maps[h]
+	t.unpin(m)
+	md.release(h)
+	return *m, Okay
+}
+
+// Mappings lists what dom has mapped, by handle.
+func (t *Table) Mappings(dom DomID) []Mapping {
+	var out []Mapping
+	if d := t.doms[dom]; d != nil {
+		for _, m := range d.maps {
+			if m != nil {
+				out = append(out, *m)
+			}
+		}
+	}
+	return out
+}
+
+func (d *domain) track(m *Mapping) Handle {
+	d.nmaps++
+	if n := len(d.free); n > 0 {
+		h := d.free[n-1]
+		d.free = d.free[:n-1]
+		d.maps[h] = m
+		return h
+	}
+	d.maps = append(d.maps, m)
+	return Handle(len(d.maps) - 1)
+}
+
+func (d *domain) release(h Handle) {
+	d.maps[h] = nil
+	d.free = append(d.free, h)
+	d.nmaps--
+}
