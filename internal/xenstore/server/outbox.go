@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"sync"
 
 	"shi/internal/xenstore/wire"
@@ -13,6 +14,12 @@ import (
 // so a client that never reads cannot grow the agent's memory.
 type Outbox struct {
 	maxReplies, maxEvents int
+
+	// wmu serialises writes to the connection and guards buf. The reader
+	// writes its own replies (no hand-off on the request path); the writer
+	// goroutine writes watch events caused by other connections.
+	wmu sync.Mutex
+	buf []byte
 
 	mu      sync.Mutex
 	q       []wire.Msg
@@ -74,6 +81,12 @@ func (o *Outbox) take() ([]wire.Msg, bool) {
 	return q, o.closed
 }
 
+func (o *Outbox) isClosed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closed
+}
+
 // hasRoom reports whether the reader may take another request.
 func (o *Outbox) hasRoom() bool {
 	o.mu.Lock()
@@ -92,6 +105,25 @@ func (o *Outbox) waitRoom(ctx context.Context, room <-chan struct{}) error {
 		}
 	}
 	return nil
+}
+
+// flush writes everything queued to w.
+func (o *Outbox) flush(w io.Writer) error {
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	q, _ := o.take()
+	if len(q) == 0 {
+		return nil
+	}
+	o.buf = o.buf[:0]
+	for i := range q {
+		o.buf = q[i].Append(o.buf)
+	}
+	_, err := w.Write(o.buf)
+	if cap(o.buf) > 64<<10 {
+		o.buf = nil // do not pin a burst's buffer
+	}
+	return err
 }
 
 func (o *Outbox) close() {

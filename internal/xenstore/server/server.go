@@ -139,6 +139,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			s.cfg.Logger.Warn("xenstore: request failed", "dom", dom, "req", m.String(), "err", err)
 			break
 		}
+		// Write the reply from here unless more requests are already
+		// buffered: then they are answered in one write.
+		if br.Buffered() < wire.HeaderSize {
+			if err := out.flush(nc); err != nil {
+				break
+			}
+		}
 	}
 	// Let the writer flush what is queued (the client may have half-closed),
 	// but not forever if it never reads.
@@ -148,29 +155,23 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	s.stats.DroppedEvents.Add(out.Dropped())
 }
 
+// writeLoop writes watch events queued by other connections' requests.
 func (s *Server) writeLoop(ctx context.Context, nc net.Conn, out *Outbox, room chan<- struct{}) {
-	var buf []byte
 	for {
 		select {
 		case <-out.wake:
 		case <-ctx.Done():
 			return
 		}
-		q, closed := out.take()
-		if len(q) > 0 {
-			buf = buf[:0]
-			for i := range q {
-				buf = q[i].Append(buf)
-			}
-			if _, err := nc.Write(buf); err != nil {
-				return
-			}
-			select {
-			case room <- struct{}{}:
-			default:
-			}
+		if err := out.flush(nc); err != nil {
+			return
 		}
-		if closed {
+		select {
+		case room <- struct{}{}:
+		default:
+		}
+		if out.isClosed() {
+			out.flush(nc)
 			return
 		}
 	}
