@@ -108,7 +108,9 @@ func clearFlags(table []byte, ref Ref, bits uint16) {
 }
 
 // The granting side. These run in the granting domain (guest library) on
-// its own grant-table page; they follow Linux's gnttab_*_v1.
+// its own grant-table page; they follow Linux's gnttab_*_v1. Like every
+// function here that takes a table, they need it 4-byte aligned (see
+// ring.Aligned) and panic otherwise.
 
 var (
 	// ErrBusy means the entry is still in use (mapped, or not yet ended).

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"shi/internal/abi"
+	"shi/internal/ring"
 )
 
 // FuzzGrantTable lets a hostile granter write anything into its grant
@@ -19,12 +20,12 @@ func FuzzGrantTable(f *testing.F) {
 		fr.add(1, 11, 2)
 		fr.add(2, 20, 3)
 		tab := New(fr)
-		gt := make([]byte, 16*abi.GrantEntryV1Size)
+		gt := ring.AlignedBytes(16 * abi.GrantEntryV1Size)
 		copy(gt, entries)
 		if err := tab.AddDomain(1, gt, Config{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := tab.AddDomain(2, make([]byte, 8), Config{MaxMaps: 8}); err != nil {
+		if err := tab.AddDomain(2, ring.AlignedBytes(8), Config{MaxMaps: 8}); err != nil {
 			t.Fatal(err)
 		}
 		var handles []Handle

@@ -33,7 +33,7 @@ func setup(t *testing.T) (*Table, pages, map[DomID][]byte) {
 	tab := New(fr)
 	tables := map[DomID][]byte{}
 	for _, d := range []DomID{1, 2, 3} {
-		tables[d] = make([]byte, abi.PAGE_SIZE)
+		tables[d] = ring.AlignedBytes(abi.PAGE_SIZE)
 		if err := tab.AddDomain(d, tables[d], Config{MaxMaps: 4}); err != nil {
 			t.Fatal(err)
 		}
@@ -319,4 +319,53 @@ func TestUnstableEntry(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+func TestCheck(t *testing.T) {
+	gt := ring.AlignedBytes(64)
+	GrantAccess(gt, 1, 2, 10, true)
+	for _, tc := range []struct {
+		ref      Ref
+		dom      DomID
+		readonly bool
+		frame    uint32
+		want     Status
+	}{
+		{1, 2, true, 10, Okay},
+		{1, 2, false, 0, GeneralError},
+		{1, 3, true, 0, GeneralError},
+		{2, 2, true, 0, GeneralError},
+		{8, 2, true, 0, BadGntref},
+	} {
+		frame, st := Check(gt, tc.ref, tc.dom, tc.readonly)
+		if st != tc.want || frame != tc.frame {
+			t.Errorf("Check(%d, dom%d, ro=%v) = %d, %v; want %d, %v", tc.ref, tc.dom, tc.readonly, frame, st, tc.frame, tc.want)
+		}
+	}
+	if flags(gt, 1) != abi.GTF_permit_access|abi.GTF_readonly {
+		t.Error("Check changed the entry")
+	}
+}
+
+func TestAddDomainRejects(t *testing.T) {
+	tab := New(pages{})
+	buf := ring.AlignedBytes(4096 + 1)
+	for name, tc := range map[string]struct {
+		dom   DomID
+		table []byte
+	}{
+		"misaligned":     {1, buf[1:4097]},
+		"partial entry":  {1, buf[:12]},
+		"reserved domid": {abi.DOMID_SELF, buf[:8]},
+	} {
+		if err := tab.AddDomain(tc.dom, tc.table, Config{}); !errors.Is(err, ErrDomain) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := tab.AddDomain(1, buf[:8], Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.AddDomain(1, buf[:8], Config{}); !errors.Is(err, ErrDomain) {
+		t.Errorf("duplicate: %v", err)
+	}
 }

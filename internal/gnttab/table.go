@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"shi/internal/abi"
+	"shi/internal/ring"
 )
 
 // Frames gives the agent's view of domains' shareable pages.
@@ -70,7 +71,7 @@ var ErrDomain = errors.New("gnttab: bad domain")
 // AddDomain registers a domain and its grant table (shared with it; a
 // multiple of 8 bytes, 4-byte aligned).
 func (t *Table) AddDomain(dom DomID, table []byte, cfg Config) error {
-	if t.doms[dom] != nil || dom >= abi.DOMID_FIRST_RESERVED || len(table)%abi.GrantEntryV1Size != 0 {
+	if t.doms[dom] != nil || dom >= abi.DOMID_FIRST_RESERVED || len(table)%abi.GrantEntryV1Size != 0 || !ring.Aligned(table) {
 		return fmt.Errorf("%w: dom%d", ErrDomain, dom)
 	}
 	max := cfg.MaxMaps

@@ -25,9 +25,18 @@ func word(b []byte, off int) *uint32 {
 	return (*uint32)(p)
 }
 
-// aligned reports whether b starts on a 4-byte boundary.
-func aligned(b []byte) bool {
+// Aligned reports whether b starts on a 4-byte boundary, as every slice
+// holding shared u32s must. mmap'ed memory always does; make([]byte, n)
+// does not promise it (it may be placed on the stack): use AlignedBytes.
+func Aligned(b []byte) bool {
 	return len(b) == 0 || uintptr(unsafe.Pointer(&b[0]))&3 == 0
+}
+
+// AlignedBytes returns n zero bytes starting on an 8-byte boundary, for
+// shared structures kept in ordinary memory (tests, in-process peers).
+func AlignedBytes(n int) []byte {
+	w := make([]uint64, (n+7)/8)
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(w))), n)
 }
 
 // Load32 atomically loads the little-endian u32 at b[off:]. off must be a

@@ -12,7 +12,7 @@ import (
 // ring. Under -race it also checks that the index atomics order the data
 // bytes, as the barriers in Xen's protocol do.
 func TestStreamConcurrent(t *testing.T) {
-	page := make([]byte, 4096)
+	page := AlignedBytes(4096)
 	_, out, err := Console(page)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestStreamConcurrent(t *testing.T) {
 // sleeping (spinning on Gosched) only after a final check, and waking only
 // when the other side's push says to notify.
 func TestRingConcurrent(t *testing.T) {
-	sh := make([]byte, 4096)
+	sh := AlignedBytes(4096)
 	Init(sh)
 	f, _ := NewFront(sh, abi.BlkifResponseSize)
 	b, _ := NewBack(sh, abi.BlkifResponseSize)

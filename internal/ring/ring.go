@@ -45,7 +45,7 @@ type geometry struct {
 
 func newGeometry(shared []byte, entrySize int) (geometry, error) {
 	n := Entries(len(shared), entrySize)
-	if n == 0 || !aligned(shared) {
+	if n == 0 || !Aligned(shared) {
 		return geometry{}, ErrGeometry
 	}
 	return geometry{sh: shared, n: uint32(n), esize: entrySize}, nil

@@ -29,7 +29,7 @@ func TestEntries(t *testing.T) {
 }
 
 func TestInit(t *testing.T) {
-	sh := make([]byte, 4096)
+	sh := AlignedBytes(4096)
 	for i := range sh {
 		sh[i] = 0xee
 	}
@@ -51,7 +51,7 @@ func TestGeometryErrors(t *testing.T) {
 	if _, err := NewFront(make([]byte, 100), 112); !errors.Is(err, ErrGeometry) {
 		t.Errorf("tiny ring: %v", err)
 	}
-	buf := make([]byte, 4097)
+	buf := AlignedBytes(4097)
 	if _, err := NewBack(buf[1:], 112); !errors.Is(err, ErrGeometry) {
 		t.Errorf("misaligned ring: %v", err)
 	}
@@ -59,7 +59,7 @@ func TestGeometryErrors(t *testing.T) {
 
 // pair builds a front and back on one page, attached at index start.
 func pair(t testing.TB, esize int, start uint32) (*Front, *Back, []byte) {
-	sh := make([]byte, 4096)
+	sh := AlignedBytes(4096)
 	Init(sh)
 	Store32(sh, abi.RING_REQ_PROD, start)
 	Store32(sh, abi.RING_RSP_PROD, start)
@@ -322,7 +322,7 @@ func TestAgainstModel(t *testing.T) {
 }
 
 func TestByteAtomics(t *testing.T) {
-	b := make([]byte, 8)
+	b := AlignedBytes(8)
 	b[22%8] = 0
 	if old := Or8(b, 6, abi.VCHAN_NOTIFY_WRITE); old != 0 {
 		t.Fatalf("old = %d", old)
@@ -403,4 +403,16 @@ func FuzzFrontRing(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAlignedBytes(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 8, 4097} {
+		b := AlignedBytes(n)
+		if len(b) != n || !Aligned(b) {
+			t.Errorf("AlignedBytes(%d): len %d aligned %v", n, len(b), Aligned(b))
+		}
+	}
+	if Aligned(AlignedBytes(8)[1:]) {
+		t.Error("offset 1 reported aligned")
+	}
 }

@@ -27,7 +27,7 @@ type Stream struct {
 // same page.
 func NewStream(data, idx []byte, consOff, prodOff int) (*Stream, error) {
 	n := len(data)
-	if n == 0 || n&(n-1) != 0 || uint64(n) > 1<<31 || !aligned(idx) ||
+	if n == 0 || n&(n-1) != 0 || uint64(n) > 1<<31 || !Aligned(idx) ||
 		consOff%4 != 0 || prodOff%4 != 0 || consOff+4 > len(idx) || prodOff+4 > len(idx) {
 		return nil, ErrGeometry
 	}

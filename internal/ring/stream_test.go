@@ -10,7 +10,7 @@ import (
 )
 
 func newTestStream(t testing.TB, size int, start uint32) (*Stream, []byte) {
-	idx := make([]byte, 8)
+	idx := AlignedBytes(8)
 	Store32(idx, 0, start)
 	Store32(idx, 4, start)
 	s, err := NewStream(make([]byte, size), idx, 0, 4)
@@ -21,7 +21,7 @@ func newTestStream(t testing.TB, size int, start uint32) (*Stream, []byte) {
 }
 
 func TestStreamGeometry(t *testing.T) {
-	idx := make([]byte, 8)
+	idx := AlignedBytes(8)
 	for _, tc := range []struct {
 		size       int
 		cons, prod int
@@ -98,7 +98,7 @@ func TestStreamCorrupt(t *testing.T) {
 }
 
 func TestConsoleLayout(t *testing.T) {
-	page := make([]byte, 4096)
+	page := AlignedBytes(4096)
 	in, out, err := Console(page)
 	if err != nil {
 		t.Fatal(err)
