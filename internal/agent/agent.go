@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"shi/api"
+	"shi/internal/directory"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
 )
@@ -69,8 +70,9 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &agent{cfg: cfg, log: log, start: time.Now()}
-	a.store = server.NewLocal(cfg.Quota)
-	if err := a.bootstrapStore(); err != nil {
+	a.replica = directory.NewReplica(cfg.Quota)
+	a.commit = directory.NewLocal(a.replica)
+	if err := a.bootstrapStore(ctx); err != nil {
 		return err
 	}
 
@@ -86,7 +88,8 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	}
 	a.apiURL = "http://" + apil.Addr().String()
 
-	a.xs = server.New(server.Config{Backend: a.store, Logger: log, Quota: cfg.Quota})
+	backend := &directory.Backend{R: a.replica, C: a.commit, Log: log, Commit: 10 * time.Second}
+	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota})
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
@@ -122,24 +125,29 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 }
 
 type agent struct {
-	cfg    Config
-	log    *slog.Logger
-	start  time.Time
-	store  *server.Local
-	xs     *server.Server
-	apiURL string
+	cfg     Config
+	log     *slog.Logger
+	start   time.Time
+	replica *directory.Replica
+	commit  directory.Committer
+	xs      *server.Server
+	apiURL  string
 }
 
 // bootstrapStore writes what a Xen toolstack writes for dom0.
-func (a *agent) bootstrapStore() error {
+func (a *agent) bootstrapStore(ctx context.Context) error {
 	for _, c := range []*xenstore.Command{
 		{Op: xenstore.OpWrite, Path: "/local/domain/0/name", Value: []byte("Domain-0")},
 		{Op: xenstore.OpWrite, Path: "/local/domain/0/domid", Value: []byte("0")},
 		{Op: xenstore.OpMkdir, Path: "/vm"},
 		{Op: xenstore.OpMkdir, Path: "/tool"},
 	} {
-		if res := a.store.Apply(c); res.Err != 0 {
-			return fmt.Errorf("xenstore bootstrap %s %s: %v", c.Op, c.Path, res.Err)
+		_, resp, err := a.commit.Commit(ctx, directory.XenstoreEntry(c))
+		if err == nil && resp.Xs.Err != 0 {
+			err = resp.Xs.Err
+		}
+		if err != nil {
+			return fmt.Errorf("xenstore bootstrap %s %s: %v", c.Op, c.Path, err)
 		}
 	}
 	return nil

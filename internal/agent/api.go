@@ -39,7 +39,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (a *agent) metrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	st := a.xs.Stats()
-	s := a.store.State()
+	s := a.replica.State()
 	m := []struct {
 		name, help, typ string
 		v               float64

@@ -1,0 +1,92 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"shi/internal/xenstore"
+	"shi/internal/xenstore/server"
+	"shi/internal/xenstore/wire"
+)
+
+// Committer replicates log entries. Commit returns once the entry is
+// committed, with its index and the response of applying it (on the
+// leader). Local for -dev, Raft for a cluster.
+type Committer interface {
+	Commit(ctx context.Context, entry []byte) (uint64, Response, error)
+}
+
+// ErrNoQuorum means the entry could not be committed: this host cannot
+// reach a majority of the directory's voters. XenStore clients get EROFS:
+// the store is read-only from here until the partition heals.
+var ErrNoQuorum = errors.New("directory: no quorum reachable; the store is read-only here")
+
+// Backend serves XenStore connections from a Replica, committing changes
+// through a Committer. It implements server.Backend.
+type Backend struct {
+	R      *Replica
+	C      Committer
+	Log    *slog.Logger
+	Commit time.Duration // how long a change may wait for a quorum
+}
+
+var _ server.Backend = (*Backend)(nil)
+
+// Open implements server.Backend.Open.
+func (b *Backend) Open(dom uint32, out *server.Outbox) xenstore.ConnID { return b.R.open(dom, out) }
+
+// Close implements server.Backend.Close.
+func (b *Backend) Close(id xenstore.ConnID) { b.R.close(id) }
+
+// Handle implements server.Backend.Handle. A change is committed, then the
+// reply waits until this replica has applied it, so each connection reads
+// its own writes.
+func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) error {
+	cmd := b.R.request(id, m)
+	if cmd == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.Commit)
+	defer cancel()
+	idx, resp, err := b.C.Commit(cctx, XenstoreEntry(cmd))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b.Log.Warn("xenstore: change not committed", "req", m.String(), "err", err)
+		b.R.push(id, wire.ErrorReply(m, syscall.EROFS))
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(ctx, b.Commit)
+	defer wcancel()
+	if err := b.R.WaitApplied(wctx, idx); err != nil && ctx.Err() == nil {
+		b.Log.Warn("xenstore: committed change not yet applied here; replying anyway", "index", idx)
+	}
+	b.R.push(id, xenstore.CompleteReply(m, resp.Xs))
+	return nil
+}
+
+// Local is the Committer of a one-host directory: entries apply at once.
+type Local struct {
+	R     *Replica
+	index uint64
+	mu    chan struct{}
+}
+
+// NewLocal returns a committer that applies entries directly to r.
+func NewLocal(r *Replica) *Local { return &Local{R: r, mu: make(chan struct{}, 1)} }
+
+// Commit implements Committer.
+func (l *Local) Commit(ctx context.Context, entry []byte) (uint64, Response, error) {
+	select {
+	case l.mu <- struct{}{}:
+	case <-ctx.Done():
+		return 0, Response{}, ctx.Err()
+	}
+	defer func() { <-l.mu }()
+	l.index++
+	return l.index, l.R.ApplyEntry(l.index, entry), nil
+}
