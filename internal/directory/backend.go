@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"shi/internal/abi"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
 	"shi/internal/xenstore/wire"
@@ -31,6 +32,13 @@ type Backend struct {
 	C      Committer
 	Log    *slog.Logger
 	Commit time.Duration // how long a change may wait for a quorum
+
+	// ReadIndex, when set, makes reads linearizable: a read (or the
+	// snapshot a transaction starts from) first waits until this replica
+	// has applied every change acknowledged before it. Unset, reads are
+	// served from the local replica at once, with read-your-writes per
+	// connection.
+	ReadIndex func(ctx context.Context) (uint64, error)
 }
 
 var _ server.Backend = (*Backend)(nil)
@@ -45,6 +53,15 @@ func (b *Backend) Close(id xenstore.ConnID) { b.R.close(id) }
 // reply waits until this replica has applied it, so each connection reads
 // its own writes.
 func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) error {
+	if b.ReadIndex != nil && isRead(m) {
+		if err := b.readBarrier(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.R.push(id, wire.ErrorReply(m, syscall.EAGAIN))
+			return nil
+		}
+	}
 	cmd := b.R.request(id, m)
 	if cmd == nil {
 		return nil
@@ -57,7 +74,11 @@ func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) er
 			return ctx.Err()
 		}
 		b.Log.Warn("xenstore: change not committed", "req", m.String(), "err", err)
-		b.R.push(id, wire.ErrorReply(m, syscall.EROFS))
+		errno := syscall.EROFS // no quorum: read-only here
+		if errors.Is(err, ErrIndeterminate) {
+			errno = syscall.EIO
+		}
+		b.R.push(id, wire.ErrorReply(m, errno))
 		return nil
 	}
 	wctx, wcancel := context.WithTimeout(ctx, b.Commit)
@@ -67,6 +88,28 @@ func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) er
 	}
 	b.R.push(id, xenstore.CompleteReply(m, resp.Xs))
 	return nil
+}
+
+// isRead reports whether m reads the tree outside a transaction, or
+// starts one (its snapshot is a read).
+func isRead(m wire.Msg) bool {
+	switch m.Type {
+	case abi.XS_READ, abi.XS_DIRECTORY, abi.XS_GET_PERMS, abi.XS_DIRECTORY_PART:
+		return m.TxID == 0
+	case abi.XS_TRANSACTION_START:
+		return true
+	}
+	return false
+}
+
+func (b *Backend) readBarrier(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.Commit)
+	defer cancel()
+	idx, err := b.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return b.R.WaitApplied(ctx, idx)
 }
 
 // Local is the Committer of a one-host directory: entries apply at once.

@@ -1,0 +1,364 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb"
+
+	"shi/internal/faultnet"
+)
+
+// NodeConfig configures a Raft member of the directory.
+type NodeConfig struct {
+	// ID is the server's Raft ID: the host name.
+	ID string
+	// DataDir holds the log, the stable store and snapshots. Empty keeps
+	// everything in memory (tests).
+	DataDir string
+	// BindAddr is the Raft listen address (IP:PORT).
+	BindAddr string
+	// AdvertiseAddr is the address peers dial; default BindAddr.
+	AdvertiseAddr string
+	// Faults, when set, wraps the transport (tests only).
+	Faults *faultnet.Faults
+	// Logger receives Raft's logs.
+	Logger *slog.Logger
+
+	// Timing. Zero values take Raft's defaults.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+}
+
+// Node is this host's Raft server, applying committed entries to a
+// Replica.
+type Node struct {
+	cfg   NodeConfig
+	r     *raft.Raft
+	trans *raft.NetworkTransport
+	close []func() error
+}
+
+// NewNode starts a Raft server for replica. It restores the replica from
+// the latest snapshot and log on disk, if any.
+func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
+	if cfg.AdvertiseAddr == "" {
+		cfg.AdvertiseAddr = cfg.BindAddr
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hclogAdapter(cfg.Logger)
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	n := &Node{cfg: cfg}
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.DataDir == "" {
+		s := raft.NewInmemStore()
+		logs, stable, snaps = s, s, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		bs, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("raft log store: %w", err)
+		}
+		n.close = append(n.close, bs.Close)
+		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger)
+		if err != nil {
+			n.shutdownStores()
+			return nil, fmt.Errorf("raft snapshot store: %w", err)
+		}
+		logs, stable, snaps = bs, bs, fs
+	}
+	sl, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.Faults)
+	if err != nil {
+		n.shutdownStores()
+		return nil, err
+	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  sl,
+		MaxPool: 5,
+		Timeout: 10 * time.Second,
+		Logger:  rc.Logger,
+	})
+	r, err := raft.NewRaft(rc, &raftFSM{replica}, logs, stable, snaps, n.trans)
+	if err != nil {
+		n.trans.Close()
+		n.shutdownStores()
+		return nil, err
+	}
+	n.r = r
+	return n, nil
+}
+
+func (n *Node) shutdownStores() {
+	for _, f := range n.close {
+		f()
+	}
+}
+
+// Shutdown stops the server.
+func (n *Node) Shutdown() error {
+	err := n.r.Shutdown().Error()
+	n.trans.Close()
+	n.shutdownStores()
+	return err
+}
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// HasState reports whether this server already belongs to a cluster
+// (it has a configuration), so it must not bootstrap.
+func (n *Node) HasState() bool {
+	f := n.r.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// Bootstrap starts a new cluster with the given voters. Every initial
+// voter calls it with the same list.
+func (n *Node) Bootstrap(voters []Server) error {
+	var c raft.Configuration
+	for _, s := range voters {
+		c.Servers = append(c.Servers, raft.Server{ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address), Suffrage: raft.Voter})
+	}
+	err := n.r.BootstrapCluster(c).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return err
+}
+
+// Configuration lists the servers of the cluster.
+func (n *Node) Configuration() ([]Server, error) {
+	f := n.r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// IsLeader reports whether this server leads.
+func (n *Node) IsLeader() bool { return n.r.State() == raft.Leader }
+
+// Role is "leader", "follower", "candidate" or "shutdown".
+func (n *Node) Role() string { return strings.ToLower(n.r.State().String()) }
+
+// Leader returns the leader's ID, or "" if none is known.
+func (n *Node) Leader() string {
+	_, id := n.r.LeaderWithID()
+	return string(id)
+}
+
+// LeaderCh signals leadership changes of this server.
+func (n *Node) LeaderCh() <-chan bool { return n.r.LeaderCh() }
+
+// ErrNotLeader is returned by leader-only calls on a follower; the entry
+// was not logged and may be sent to the leader.
+var ErrNotLeader = errors.New("directory: not the leader")
+
+// ErrIndeterminate means an entry was handed to the log but its fate is
+// unknown (leadership was lost, or the connection to the leader broke):
+// it may or may not be applied. It is not retried.
+var ErrIndeterminate = errors.New("directory: outcome unknown")
+
+// Apply commits an entry; it must be called on the leader.
+func (n *Node) Apply(ctx context.Context, entry []byte) (uint64, Response, error) {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := n.r.Apply(entry, timeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+			// Never entered the log: safe to send elsewhere.
+			return 0, Response{}, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrLeadershipLost):
+			return 0, Response{}, fmt.Errorf("%w: %v", ErrIndeterminate, err)
+		}
+		return 0, Response{}, err
+	}
+	resp, _ := f.Response().(Response)
+	return f.Index(), resp, nil
+}
+
+// ReadIndex returns an index that covers every write acknowledged before
+// the call, after confirming leadership with a quorum: a replica that has
+// applied it may answer a linearizable read.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if n.r.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	idx := n.r.CommitIndex()
+	errc := make(chan error, 1)
+	go func() { errc <- n.r.VerifyLeader().Error() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return idx, nil
+}
+
+// Barrier waits until every entry committed before it is applied here.
+func (n *Node) Barrier(timeout time.Duration) error { return n.r.Barrier(timeout).Error() }
+
+// AddVoter adds (or promotes) a voter.
+func (n *Node) AddVoter(id, addr string) error {
+	return n.r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error()
+}
+
+// AddNonvoter adds a server that replicates but does not vote.
+func (n *Node) AddNonvoter(id, addr string) error {
+	return n.r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 10*time.Second).Error()
+}
+
+// RemoveServer removes a server from the configuration.
+func (n *Node) RemoveServer(id string) error {
+	return n.r.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
+}
+
+// Stats returns Raft's counters.
+func (n *Node) Stats() map[string]string { return n.r.Stats() }
+
+// raftFSM adapts a Replica to raft.FSM.
+type raftFSM struct{ r *Replica }
+
+func (f *raftFSM) Apply(l *raft.Log) interface{} { return f.r.ApplyEntry(l.Index, l.Data) }
+
+func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) { return snapshotSink{f.r.Snapshot()}, nil }
+
+func (f *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	m, err := ReadSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.r.Restore(m)
+	return nil
+}
+
+type snapshotSink struct{ s Snapshot }
+
+func (s snapshotSink) Persist(sink raft.SnapshotSink) error {
+	if err := s.s.Persist(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s snapshotSink) Release() {}
+
+// streamLayer is Raft's TCP transport, with the test fault hook.
+type streamLayer struct {
+	net.Listener
+	advertise net.Addr
+	faults    *faultnet.Faults
+}
+
+func newStreamLayer(bind, advertise string, f *faultnet.Faults) (*streamLayer, error) {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("raft: %w", err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("raft advertise address: %w", err)
+	}
+	if adv.Port == 0 {
+		adv = ln.Addr().(*net.TCPAddr)
+	}
+	if f != nil {
+		ln = f.Listener(ln)
+	}
+	return &streamLayer{Listener: ln, advertise: adv, faults: f}, nil
+}
+
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
+
+func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := func(a string, t time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", a, t) }
+	if s.faults != nil {
+		return s.faults.DialTimeout(d)(string(addr), timeout)
+	}
+	return d(string(addr), timeout)
+}
+
+// Addr is the address peers reach this server at.
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// hclogAdapter sends Raft's hclog output to slog.
+func hclogAdapter(l *slog.Logger) hclog.Logger {
+	if l == nil {
+		return hclog.NewNullLogger()
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Info,
+		Output: slogWriter{l},
+	})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(msg, "[ERROR]"):
+		w.l.Error(msg)
+	case strings.Contains(msg, "[WARN]"):
+		w.l.Warn(msg)
+	default:
+		w.l.Info(msg)
+	}
+	return len(p), nil
+}
