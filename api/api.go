@@ -108,3 +108,43 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return json.Unmarshal(b, out)
 }
+
+// Node is one host as "shi nodes" shows it.
+type Node struct {
+	Name     string `json:"name"`
+	Addr     string `json:"addr"`
+	State    string `json:"state"` // alive, failed, left
+	Role     string `json:"role"`  // leader, voter, nonvoter, none
+	CPUs     int    `json:"cpus"`
+	MemTotal uint64 `json:"mem_total"`
+	MemFree  uint64 `json:"mem_free"`
+	Version  string `json:"version"`
+	API      string `json:"api,omitempty"`
+}
+
+// Info is the single-image view: the cluster as one machine.
+type Info struct {
+	Hosts       int    `json:"hosts"`
+	HostsAlive  int    `json:"hosts_alive"`
+	CPUs        int    `json:"cpus"`
+	MemTotal    uint64 `json:"mem_total"`
+	MemFree     uint64 `json:"mem_free"`
+	Leader      string `json:"leader"`
+	Domains     int    `json:"domains"`
+	DomainsLive int    `json:"domains_running"`
+	Version     string `json:"version"`
+}
+
+// Nodes lists the cluster's hosts.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var ns []Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &ns)
+	return ns, err
+}
+
+// Info returns the single-image view.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	var i Info
+	err := c.do(ctx, http.MethodGet, "/v1/info", nil, &i)
+	return i, err
+}

@@ -3,7 +3,9 @@
 // API. Only cmd/shi and test harnesses import it.
 //
 // Goroutines (see docs/agent.md): the XenStore accept loop and, per
-// connection, a reader and a writer; the HTTP server.
+// connection, a reader and a writer; the HTTP server; in a cluster, the
+// bootstrap loop, the leader loop (voters, dead hosts) and the membership
+// event and metadata loops, besides memberlist's and Raft's own.
 package agent
 
 import (
@@ -22,6 +24,8 @@ import (
 
 	"shi/api"
 	"shi/internal/directory"
+	"shi/internal/faultnet"
+	"shi/internal/membership"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
 )
@@ -60,6 +64,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+type agent struct {
+	cfg     Config
+	log     *slog.Logger
+	start   time.Time
+	replica *directory.Replica
+	commit  directory.Committer
+	xs      *server.Server
+	apiURL  string
+
+	// Cluster mode only.
+	node    *directory.Node
+	cluster *directory.Cluster
+	members *membership.Membership
+	faults  *faultnet.Faults
+}
+
 // Run runs an agent until ctx ends. ready is called once it serves.
 func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if err := cfg.Validate(); err != nil {
@@ -69,11 +89,33 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	a := &agent{cfg: cfg, log: log, start: time.Now()}
-	a.replica = directory.NewReplica(cfg.Quota)
-	a.commit = directory.NewLocal(a.replica)
-	if err := a.bootstrapStore(ctx); err != nil {
-		return err
+	a := &agent{cfg: cfg, log: log, start: time.Now(), replica: directory.NewReplica(cfg.Quota)}
+	if cfg.TestFaults {
+		a.faults = faultnet.New()
+	}
+
+	apil, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	defer apil.Close()
+	a.apiURL = "http://" + apil.Addr().String()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if cfg.Dev {
+		a.commit = directory.NewLocal(a.replica)
+		if err := a.bootstrapStore(ctx); err != nil {
+			return err
+		}
+	} else {
+		stop, err := a.startCluster(ctx, &wg)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	xsl, err := listenUnix(cfg.XenstoreSocket)
@@ -81,18 +123,13 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 		return err
 	}
 	defer os.Remove(cfg.XenstoreSocket)
-	apil, err := net.Listen("tcp", cfg.APIAddr)
-	if err != nil {
-		xsl.Close()
-		return fmt.Errorf("api: %w", err)
+	backend := &directory.Backend{R: a.replica, C: a.commit, Log: log, Commit: cfg.CommitTimeout}
+	if cfg.ConsistentReads && a.cluster != nil {
+		backend.ReadIndex = a.cluster.ReadIndex
 	}
-	a.apiURL = "http://" + apil.Addr().String()
-
-	backend := &directory.Backend{R: a.replica, C: a.commit, Log: log, Commit: 10 * time.Second}
 	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota})
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
-	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(2)
 	go func() {
@@ -116,25 +153,16 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	case runErr = <-errc:
 	}
 	log.Info("agent stopping")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
 	hs.Shutdown(sctx)
 	xsl.Close()
-	wg.Wait()
 	return runErr
 }
 
-type agent struct {
-	cfg     Config
-	log     *slog.Logger
-	start   time.Time
-	replica *directory.Replica
-	commit  directory.Committer
-	xs      *server.Server
-	apiURL  string
-}
-
-// bootstrapStore writes what a Xen toolstack writes for dom0.
+// bootstrapStore writes what a Xen toolstack writes for dom0, once per
+// cluster.
 func (a *agent) bootstrapStore(ctx context.Context) error {
 	for _, c := range []*xenstore.Command{
 		{Op: xenstore.OpWrite, Path: "/local/domain/0/name", Value: []byte("Domain-0")},

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"shi/api"
+	"shi/internal/directory"
+	"shi/internal/membership"
 )
 
 func (a *agent) routes() http.Handler {
@@ -19,7 +22,16 @@ func (a *agent) routes() http.Handler {
 			Dev:            a.cfg.Dev,
 		})
 	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.nodes()) })
+	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.info()) })
 	mux.HandleFunc("GET /metrics", a.metrics)
+	if a.cluster != nil {
+		mux.HandleFunc("POST /v1/internal/commit", a.cluster.ServeCommit)
+		mux.HandleFunc("POST /v1/internal/readindex", a.cluster.ServeReadIndex)
+	}
+	if a.faults != nil {
+		mux.HandleFunc("POST /v1/internal/faults", a.setFaults)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
@@ -32,6 +44,87 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// nodes lists the hosts with their Raft roles.
+func (a *agent) nodes() []api.Node {
+	if a.members == nil {
+		cpus, total, free := hostResources()
+		return []api.Node{{Name: a.cfg.Name, Addr: "local", State: "alive", Role: "leader", CPUs: cpus, MemTotal: total, MemFree: free, Version: Version, API: a.apiURL}}
+	}
+	roles := map[string]string{}
+	if servers, err := a.node.Configuration(); err == nil {
+		for _, s := range servers {
+			roles[s.ID] = "nonvoter"
+			if s.Voter {
+				roles[s.ID] = "voter"
+			}
+		}
+	}
+	if l := a.node.Leader(); l != "" {
+		roles[l] = "leader"
+	}
+	var out []api.Node
+	for _, m := range a.members.Members() {
+		role := roles[m.Name]
+		if role == "" {
+			role = "none"
+		}
+		out = append(out, api.Node{Name: m.Name, Addr: m.Addr, State: m.State.String(), Role: role,
+			CPUs: m.Meta.CPUs, MemTotal: m.Meta.MemTotal, MemFree: m.Meta.MemFree, Version: m.Meta.Version, API: m.Meta.APIURL})
+	}
+	return out
+}
+
+// info is the single image: live hosts' resources added up.
+func (a *agent) info() api.Info {
+	i := api.Info{Version: Version}
+	for _, n := range a.nodes() {
+		i.Hosts++
+		if n.State != membership.StateAlive.String() && n.State != "alive" {
+			continue
+		}
+		i.HostsAlive++
+		i.CPUs += n.CPUs
+		i.MemTotal += n.MemTotal
+		i.MemFree += n.MemFree
+		if n.Role == "leader" {
+			i.Leader = n.Name
+		}
+	}
+	for _, d := range a.replica.Domains() {
+		i.Domains++
+		if d.State == directory.StateRunning {
+			i.DomainsLive++
+		}
+	}
+	return i
+}
+
+// faultRequest sets the transport fault hook (tests only).
+type faultRequest struct {
+	DelayMs  float64  `json:"delay_ms"`
+	JitterMs float64  `json:"jitter_ms"`
+	Loss     float64  `json:"loss"`
+	Block    []string `json:"block"`
+	Unblock  []string `json:"unblock"`
+	Reset    bool     `json:"reset"`
+}
+
+func (a *agent) setFaults(w http.ResponseWriter, r *http.Request) {
+	var fr faultRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&fr); err != nil {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		return
+	}
+	if fr.Reset {
+		a.faults.Reset()
+	}
+	a.faults.SetDelay(time.Duration(fr.DelayMs*float64(time.Millisecond)), time.Duration(fr.JitterMs*float64(time.Millisecond)))
+	a.faults.SetLoss(fr.Loss)
+	a.faults.Block(fr.Block...)
+	a.faults.Unblock(fr.Unblock...)
+	writeJSON(w, http.StatusOK, fr)
 }
 
 // metrics serves Prometheus text format; each metric is described where
@@ -50,6 +143,8 @@ func (a *agent) metrics(w http.ResponseWriter, r *http.Request) {
 		{"shi_xenstore_dropped_events_total", "Watch events dropped because a client did not read them.", "counter", float64(st.DroppedEvents.Load())},
 		{"shi_xenstore_nodes", "Nodes in the XenStore tree.", "gauge", float64(s.Len())},
 		{"shi_xenstore_generation", "Generation counter of the XenStore tree.", "counter", float64(s.Generation())},
+		{"shi_directory_applied_index", "Last directory log entry applied on this host.", "gauge", float64(a.replica.Applied())},
+		{"shi_domains", "Domains in the cluster's domain table.", "gauge", float64(len(a.replica.Domains()))},
 	}
 	for _, x := range m {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", x.name, x.help, x.name, x.typ, x.name, x.v)

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"shi/api"
+	"shi/internal/membership"
 	"shi/internal/xenstore"
 )
 
@@ -23,12 +26,49 @@ type Config struct {
 	// XenstoreSocket is the path of the XenStore socket (XENSTORED_PATH).
 	XenstoreSocket string
 	// APIAddr is the HTTP API's listen address; port 0 picks a free port.
+	// In a cluster it must be reachable by the other hosts.
 	APIAddr string
 	// Quota is the XenStore quota (C xenstored's defaults).
 	Quota xenstore.Quota
 	// Logger receives the agent's logs.
 	Logger *slog.Logger
+
+	// Cluster mode (not Dev).
+
+	// DataDir keeps the directory's Raft log and snapshots.
+	DataDir string
+	// BindIP is this host's address for gossip, Raft and the API.
+	BindIP string
+	// GossipPort and RaftPort are the membership and Raft ports.
+	GossipPort, RaftPort int
+	// Join lists hosts (IP or IP:PORT of their gossip) to join at start.
+	Join []string
+	// BootstrapExpect is the number of voters (1, 3 or 5): the first
+	// hosts up to it bootstrap the directory; later hosts are non-voters.
+	BootstrapExpect int
+	// EncryptKey turns on gossip encryption (16, 24 or 32 bytes).
+	EncryptKey []byte
+	// ConsistentReads makes XenStore reads linearizable (a read index
+	// from the leader per read) instead of served from the local replica.
+	ConsistentReads bool
+	// VoterGrace is how long a voter may be dead before a live non-voter
+	// replaces it.
+	VoterGrace time.Duration
+	// CommitTimeout bounds how long a change waits for a quorum before the
+	// client gets EROFS.
+	CommitTimeout time.Duration
+	// TestFaults enables the fault hook on the agent's transports and its
+	// API (/v1/internal/faults). Tests only.
+	TestFaults bool
+	// TestTiming shortens failure detection and elections. Tests only.
+	TestTiming bool
 }
+
+// Default ports of a cluster agent.
+const (
+	DefaultAPIPort  = 7070
+	DefaultRaftPort = 7947
+)
 
 // DefaultConfig returns the defaults of "shi agent".
 func DefaultConfig() Config {
@@ -36,25 +76,49 @@ func DefaultConfig() Config {
 	return Config{
 		Name:           host,
 		XenstoreSocket: api.DefaultXenstoreSocket,
-		APIAddr:        api.DefaultAddr,
 		Quota:          xenstore.DefaultQuota(),
+		GossipPort:     membership.DefaultPort,
+		RaftPort:       DefaultRaftPort,
+		VoterGrace:     30 * time.Second,
+		CommitTimeout:  5 * time.Second,
 	}
 }
 
-// Validate checks a configuration before anything starts.
+// Validate checks a configuration before anything starts, and fills in
+// what follows from other fields.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Name == "" {
 		errs = append(errs, errors.New("-name must not be empty"))
 	}
-	if !c.Dev {
-		errs = append(errs, errors.New("only -dev (a one-host cluster in memory) is implemented so far"))
-	}
 	if c.XenstoreSocket == "" {
 		errs = append(errs, errors.New("-xenstore-socket must not be empty"))
 	}
-	if c.APIAddr == "" {
-		errs = append(errs, errors.New("-api must not be empty"))
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = 5 * time.Second
+	}
+	if c.Dev {
+		if c.APIAddr == "" {
+			c.APIAddr = api.DefaultAddr
+		}
+		return errors.Join(errs...)
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is required (or run a one-host cluster with -dev)"))
+	}
+	if net.ParseIP(c.BindIP) == nil || net.ParseIP(c.BindIP).IsUnspecified() {
+		errs = append(errs, fmt.Errorf("-bind must be this host's IP address, not %q", c.BindIP))
+	}
+	switch c.BootstrapExpect {
+	case 1, 3, 5:
+	default:
+		errs = append(errs, fmt.Errorf("-bootstrap-expect must be 1, 3 or 5, not %d", c.BootstrapExpect))
+	}
+	if c.APIAddr == "" && c.BindIP != "" {
+		c.APIAddr = net.JoinHostPort(c.BindIP, fmt.Sprint(DefaultAPIPort))
+	}
+	if c.VoterGrace <= 0 {
+		errs = append(errs, errors.New("-voter-grace must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -67,10 +131,22 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.Dev, "dev", false, "run a one-host cluster with its state in memory, for trying things")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "this host's name in the cluster")
 	fs.StringVar(&cfg.XenstoreSocket, "xenstore-socket", cfg.XenstoreSocket, "path of the XenStore socket")
-	fs.StringVar(&cfg.APIAddr, "api", cfg.APIAddr, "HTTP API address (IP:PORT; port 0 picks a free one)")
+	fs.StringVar(&cfg.APIAddr, "api", "", "HTTP API address IP:PORT (default 127.0.0.1:7070 with -dev, else BIND:7070; port 0 picks a free one)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
+	fs.StringVar(&cfg.BindIP, "bind", "", "this host's IP address for gossip, Raft and the API")
+	join := fs.String("join", "", "comma-separated hosts to join (IP or IP:PORT)")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 3, "number of voting hosts: 1, 3 or 5")
+	encrypt := fs.String("encrypt", "", "gossip encryption key, base64 of 16, 24 or 32 bytes")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (UDP and TCP)")
+	fs.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "Raft port")
+	fs.BoolVar(&cfg.ConsistentReads, "consistent-reads", false, "linearizable XenStore reads (one round trip to the leader each)")
+	fs.DurationVar(&cfg.VoterGrace, "voter-grace", cfg.VoterGrace, "how long a dead voter is kept before a live host replaces it")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "how long a change waits for a quorum before failing with EROFS")
+	fs.BoolVar(&cfg.TestFaults, "test-faults", false, "tests only: enable the transport fault hook and /v1/internal/faults")
+	fs.BoolVar(&cfg.TestTiming, "test-timing", false, "tests only: fast failure detection and elections")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: shi agent -dev [flags]\n\nRuns the per-host agent. Flags:")
+		fmt.Fprintln(stderr, "usage: shi agent -dev [flags]\n       shi agent -name N -data-dir D -bind IP -join IP[,IP] -bootstrap-expect 3 [flags]\n\nRuns the per-host agent. Flags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +154,18 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for _, j := range strings.Split(*join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			cfg.Join = append(cfg.Join, j)
+		}
+	}
+	if *encrypt != "" {
+		k, err := membership.ParseKey(*encrypt)
+		if err != nil {
+			return cfg, fmt.Errorf("-encrypt: %v", err)
+		}
+		cfg.EncryptKey = k
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
