@@ -27,7 +27,11 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		// which Raft sends at the latest after CommitTimeout (1-2x, random).
 		// A follower's writes wait for that (read-your-writes), so keep it
 		// short: a few small appends per second per follower when idle.
-		CommitTimeout: 5 * time.Millisecond,
+		CommitTimeout:     5 * time.Millisecond,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+	}
+	if cfg.SnapshotThreshold > 0 {
+		nc.SnapshotInterval = time.Second // check often, so the threshold is what decides
 	}
 	if cfg.TestTiming {
 		nc.HeartbeatTimeout = 300 * time.Millisecond

@@ -57,6 +57,9 @@ type Config struct {
 	// CommitTimeout bounds how long a change waits for a quorum before the
 	// client gets EROFS.
 	CommitTimeout time.Duration
+	// SnapshotThreshold is how many log entries trigger a directory
+	// snapshot (0: Raft's default, 8192).
+	SnapshotThreshold uint64
 	// TestFaults enables the fault hook on the agent's transports and its
 	// API (/v1/internal/faults). Tests only.
 	TestFaults bool
@@ -142,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.ConsistentReads, "consistent-reads", false, "linearizable XenStore reads (one round trip to the leader each)")
 	fs.DurationVar(&cfg.VoterGrace, "voter-grace", cfg.VoterGrace, "how long a dead voter is kept before a live host replaces it")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "how long a change waits for a quorum before failing with EROFS")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between directory snapshots (0: 8192)")
 	fs.BoolVar(&cfg.TestFaults, "test-faults", false, "tests only: enable the transport fault hook and /v1/internal/faults")
 	fs.BoolVar(&cfg.TestTiming, "test-timing", false, "tests only: fast failure detection and elections")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
