@@ -1,9 +1,8 @@
 package gnttab
 
 import (
-	"errors"
-
 	"shi/internal/abi"
+	"shi/internal/grantentry"
 	"shi/internal/ring"
 )
 
@@ -37,17 +36,14 @@ const (
 // Entry words: the first u32 of a v1 entry holds flags (low half) and
 // domid (high half), so one CAS checks the domid while it sets flags, as
 // Xen does.
-func entryOff(ref Ref) int { return int(ref) * abi.GrantEntryV1Size }
+func entryOff(ref Ref) int { return grantentry.Off(ref) }
 
 // Entries is how many v1 entries a grant table of that many bytes holds.
-func Entries(table []byte) int { return len(table) / abi.GrantEntryV1Size }
+func Entries(table []byte) int { return grantentry.Entries(table) }
 
 // ReadEntry atomically reads entry ref of a grant table (flags and domid
 // in one load, then frame).
-func ReadEntry(table []byte, ref Ref) abi.GrantEntryV1 {
-	w := ring.Load32(table, entryOff(ref))
-	return abi.GrantEntryV1{Flags: uint16(w), Domid: DomID(w >> 16), Frame: ring.Load32(table, entryOff(ref)+4)}
-}
+func ReadEntry(table []byte, ref Ref) abi.GrantEntryV1 { return grantentry.Read(table, ref) }
 
 // Check validates, without pinning, that entry ref lets dom access the
 // frame (read-only if readonly): the check Map and Copy start with. It
@@ -107,53 +103,20 @@ func clearFlags(table []byte, ref Ref, bits uint16) {
 	ring.And32(table, entryOff(ref), ^uint32(bits))
 }
 
-// The granting side. These run in the granting domain (guest library) on
-// its own grant-table page; they follow Linux's gnttab_*_v1. Like every
-// function here that takes a table, they need it 4-byte aligned (see
-// ring.Aligned) and panic otherwise.
+// The granting side lives in internal/grantentry, shared with the guest
+// library; these names are kept for the agent's callers and tests.
 
 var (
 	// ErrBusy means the entry is still in use (mapped, or not yet ended).
-	ErrBusy = errors.New("gnttab: grant entry in use")
+	ErrBusy = grantentry.ErrBusy
 	// ErrRef means the reference is outside the table.
-	ErrRef = errors.New("gnttab: grant reference out of range")
+	ErrRef = grantentry.ErrRef
 )
 
-// GrantAccess writes entry ref granting dom access to frame: domid and
-// frame first, flags last, so that a reader that sees the type sees the
-// rest. It refuses an entry whose flags are not zero.
+// GrantAccess is grantentry.GrantAccess.
 func GrantAccess(table []byte, ref Ref, dom DomID, frame uint32, readonly bool) error {
-	if int64(ref) >= int64(Entries(table)) {
-		return ErrRef
-	}
-	off := entryOff(ref)
-	if uint16(ring.Load32(table, off)) != 0 {
-		return ErrBusy
-	}
-	flags := uint32(abi.GTF_permit_access)
-	if readonly {
-		flags |= abi.GTF_readonly
-	}
-	ring.Store32(table, off+4, frame)
-	ring.Store32(table, off, uint32(dom)<<16|flags) // domid and flags in one store
-	return nil
+	return grantentry.GrantAccess(table, ref, dom, frame, readonly)
 }
 
-// EndAccess revokes entry ref (gnttab_end_foreign_access_ref): a CAS of
-// flags to 0 that fails with ErrBusy while the grant is mapped (or being
-// copied through) by its grantee.
-func EndAccess(table []byte, ref Ref) error {
-	if int64(ref) >= int64(Entries(table)) {
-		return ErrRef
-	}
-	off := entryOff(ref)
-	for {
-		cur := ring.Load32(table, off)
-		if uint16(cur)&(abi.GTF_reading|abi.GTF_writing) != 0 {
-			return ErrBusy
-		}
-		if ring.CompareAndSwap32(table, off, cur, cur&^0xffff) {
-			return nil
-		}
-	}
-}
+// EndAccess is grantentry.EndAccess.
+func EndAccess(table []byte, ref Ref) error { return grantentry.EndAccess(table, ref) }

@@ -369,3 +369,27 @@ func TestAddDomainRejects(t *testing.T) {
 		t.Errorf("duplicate: %v", err)
 	}
 }
+
+func TestFramePinned(t *testing.T) {
+	fr := pages{}
+	fr.add(1, 10, 1)
+	tab := New(fr)
+	gt := ring.AlignedBytes(abi.PAGE_SIZE)
+	tab.AddDomain(1, gt, Config{})
+	tab.AddDomain(2, ring.AlignedBytes(8), Config{})
+	GrantAccess(gt, 8, 2, 10, false)
+	if tab.FramePinned(1, 10) {
+		t.Fatal("pinned before map")
+	}
+	m, st := tab.Map(2, 1, 8, true)
+	if st != Okay {
+		t.Fatal(st)
+	}
+	if !tab.FramePinned(1, 10) || tab.FramePinned(1, 11) || tab.FramePinned(2, 10) {
+		t.Fatal("FramePinned wrong while mapped")
+	}
+	tab.Unmap(2, m.Handle)
+	if tab.FramePinned(1, 10) {
+		t.Fatal("pinned after unmap")
+	}
+}

@@ -253,3 +253,16 @@ func (d *domain) release(h Handle) {
 	d.free = append(d.free, h)
 	d.nmaps--
 }
+
+// FramePinned reports whether some grant of dom's on frame gfn is pinned
+// (mapped, or being copied through): such a page must not be withdrawn.
+func (t *Table) FramePinned(dom DomID, gfn uint32) bool {
+	if d := t.doms[dom]; d != nil {
+		for _, a := range d.active {
+			if a.frame == gfn {
+				return true
+			}
+		}
+	}
+	return false
+}
