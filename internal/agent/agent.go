@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -110,6 +111,9 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 		if err := a.bootstrapStore(ctx); err != nil {
 			return err
 		}
+		if err := a.syncQuota(ctx); err != nil {
+			return err
+		}
 	} else {
 		stop, err := a.startCluster(ctx, &wg)
 		if err != nil {
@@ -176,6 +180,23 @@ func (a *agent) bootstrapStore(ctx context.Context) error {
 		}
 		if err != nil {
 			return fmt.Errorf("xenstore bootstrap %s %s: %v", c.Op, c.Path, err)
+		}
+	}
+	return nil
+}
+
+// syncQuota makes the replicated XenStore quota match this agent's
+// configuration (in a cluster the leader does it, so the leader's -quota
+// wins).
+func (a *agent) syncQuota(ctx context.Context) error {
+	for name, v := range a.replica.State().Quota().Diff(a.cfg.Quota) {
+		c := &xenstore.Command{Op: xenstore.OpSetQuota, Path: name, Value: []byte(strconv.Itoa(v))}
+		_, resp, err := a.commit.Commit(ctx, directory.XenstoreEntry(c))
+		if err == nil && resp.Xs.Err != 0 {
+			err = resp.Xs.Err
+		}
+		if err != nil {
+			return fmt.Errorf("quota %s: %v", name, err)
 		}
 	}
 	return nil

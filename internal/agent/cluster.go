@@ -176,7 +176,7 @@ func containsServer(s []directory.Server, id string) bool {
 func (a *agent) leaderLoop(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	bootstrapped := false
+	wasLeader := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,16 +184,24 @@ func (a *agent) leaderLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if !a.node.IsLeader() {
+			wasLeader = false
 			continue
 		}
-		if !bootstrapped && a.replica.State().Get("/local/domain/0/name") == nil {
+		if !wasLeader {
+			// New term: write the cluster's first keys if missing, and
+			// this leader's quota.
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := a.bootstrapStore(cctx); err != nil {
-				a.log.Warn("writing the first keys", "err", err)
+			if a.replica.State().Get("/local/domain/0/name") == nil {
+				if err := a.bootstrapStore(cctx); err != nil {
+					a.log.Warn("writing the first keys", "err", err)
+				}
+			}
+			if err := a.syncQuota(cctx); err != nil {
+				a.log.Warn("setting the quota", "err", err)
 			}
 			cancel()
+			wasLeader = true
 		}
-		bootstrapped = true
 		hosts := a.hostsView()
 		if servers, err := a.node.Configuration(); err == nil {
 			if ch, ok := directory.PlanVoters(servers, hosts, a.cfg.Name, a.cfg.BootstrapExpect, a.cfg.VoterGrace); ok {

@@ -148,6 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between directory snapshots (0: 8192)")
 	fs.BoolVar(&cfg.TestFaults, "test-faults", false, "tests only: enable the transport fault hook and /v1/internal/faults")
 	fs.BoolVar(&cfg.TestTiming, "test-timing", false, "tests only: fast failure detection and elections")
+	quota := fs.String("quota", "", "XenStore quota changes, name=value,... ("+strings.Join(cfg.Quota.Names(), ", ")+"); C xenstored's defaults otherwise")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: shi agent -dev [flags]\n       shi agent -name N -data-dir D -bind IP -join IP[,IP] -bootstrap-expect 3 [flags]\n\nRuns the per-host agent. Flags:")
@@ -170,6 +171,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 			return cfg, fmt.Errorf("-encrypt: %v", err)
 		}
 		cfg.EncryptKey = k
+	}
+	if err := xenstore.ParseQuota(&cfg.Quota, *quota); err != nil {
+		return cfg, fmt.Errorf("-quota: %v", err)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {

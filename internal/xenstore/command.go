@@ -1,6 +1,7 @@
 package xenstore
 
 import (
+	"strconv"
 	"syscall"
 )
 
@@ -18,11 +19,12 @@ const (
 	OpIntroduce               // Target: the domain introduced
 	OpRelease                 // Target: the domain released
 	OpSetTarget               // Target: the domain; Value: decimal target domid
+	OpSetQuota                // Path: quota name; Value: decimal limit
 	opMax
 )
 
 var opNames = [...]string{OpWrite: "write", OpMkdir: "mkdir", OpRm: "rm", OpSetPerms: "setperms",
-	OpTx: "tx", OpIntroduce: "introduce", OpRelease: "release", OpSetTarget: "settarget"}
+	OpTx: "tx", OpIntroduce: "introduce", OpRelease: "release", OpSetTarget: "settarget", OpSetQuota: "setquota"}
 
 func (o Op) String() string {
 	if o > 0 && o < opMax {
@@ -98,6 +100,17 @@ func (x *change) apply(c *Command) syscall.Errno {
 		return x.setPerms(c.Path, c.Perms)
 	case OpIntroduce, OpRelease, OpSetTarget:
 		return x.domainOp(c)
+	case OpSetQuota:
+		if !x.caller.Privileged {
+			return syscall.EACCES
+		}
+		v, err := strconv.Atoi(string(c.Value))
+		q := x.meta.quota
+		if err != nil || q.Set(c.Path, v) != nil {
+			return syscall.EINVAL
+		}
+		x.writableMeta().quota = q
+		return 0
 	}
 	return syscall.EINVAL
 }

@@ -1,8 +1,6 @@
 package xenstore
 
 import (
-	"fmt"
-	"strings"
 	"syscall"
 
 	"shi/internal/xenstore/wire"
@@ -22,18 +20,19 @@ func (e *Engine) control(payload []byte) ([]byte, *Command, syscall.Errno) {
 		}
 		return wire.JoinStrings("OK"), nil, 0
 	case "help":
-		return wire.JoinStrings("check\nhelp\nlog\nprint\nquota\n"), nil, 0
+		return wire.JoinStrings("check\nhelp\nlog\nprint\nquota [set NAME VALUE]\n"), nil, 0
 	case "log", "print", "logfile":
 		return wire.JoinStrings("OK"), nil, 0
 	case "quota":
-		q := e.state.meta.quota
-		var b strings.Builder
-		fmt.Fprintf(&b, "Nodes per domain: %d\nNode size: %d\nPermissions per node: %d\nPath length: %d\n",
-			q.MaxNodes, q.MaxNodeSize, q.MaxPerms, q.MaxPathLen)
-		fmt.Fprintf(&b, "Watches per domain: %d\nTransactions per connection: %d\nNodes per transaction: %d\n",
-			q.MaxWatches, q.MaxTransactions, q.MaxTxNodes)
-		fmt.Fprintf(&b, "Outstanding requests: %d\nQueued watch events: %d\n", q.MaxOutstanding, q.MaxQueuedEvents)
-		return wire.JoinStrings(b.String()), nil, 0
+		// "quota" lists the limits; "quota set NAME VALUE" changes one
+		// for every host (it is replicated like any change).
+		if len(ss) == 4 && ss[1] == "set" {
+			return nil, &Command{Op: OpSetQuota, Path: ss[2], Value: []byte(ss[3])}, 0
+		}
+		if len(ss) != 1 {
+			return nil, nil, syscall.EINVAL
+		}
+		return wire.JoinStrings(e.state.meta.quota.String()), nil, 0
 	}
 	return nil, nil, syscall.ENOSYS
 }
