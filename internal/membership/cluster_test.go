@@ -336,3 +336,32 @@ func TestRejoinAtNewAddress(t *testing.T) {
 	c2.Shutdown()
 	back("c", old)
 }
+
+// TestGossipWithDelayAndLoss: with faultnet delaying and dropping gossip,
+// hosts still join and meta still spreads (through delayed datagrams and
+// delayed streams).
+func TestGossipWithDelayAndLoss(t *testing.T) {
+	var nodes []*node
+	for _, name := range []string{"a", "b", "c"} {
+		n := startNode(t, name, nil)
+		if err := n.faults.Set("delay=20ms jitter=5ms loss=0.1"); err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes) > 0 {
+			if _, err := n.Join([]string{nodes[0].Addr()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	meta := testMeta(1)
+	meta.MemFree = 1
+	if err := nodes[0].UpdateMeta(meta, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.LocalName()+" to see all three and a's meta", func() bool {
+			return strings.Join(n.alive(), ",") == "a,b,c" && n.member("a").Meta == meta
+		})
+	}
+}

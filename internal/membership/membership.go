@@ -177,7 +177,7 @@ func (m *Membership) Members() []Member {
 }
 
 // Events returns the channel of member changes, in the order this host saw
-// them. The same channel is returned every time; it is closed by Shutdown.
+// them, our own included (we join at New and leave at Leave). The same channel is returned every time; it is closed by Shutdown.
 // Read it promptly: if more than 16384 events queue up the oldest are
 // dropped (Members stays exact).
 func (m *Membership) Events() <-chan Event { return m.events.out }
@@ -215,17 +215,20 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	m.meta.Leaving = true
 	m.metaEnc, _ = encodeMeta(m.meta) // validated with Leaving in ValidateConfig
 	m.mu.Unlock()
-	if err := m.ml.UpdateNode(time.Until(deadline)); err != nil {
-		return fmt.Errorf("membership: leave: %w", err)
+	// Leave even if the flag did not go out: peers then record a failure.
+	err := m.ml.UpdateNode(time.Until(deadline))
+	if lerr := m.ml.Leave(time.Until(deadline)); lerr != nil {
+		err = errors.Join(err, lerr)
 	}
-	if err := m.ml.Leave(time.Until(deadline)); err != nil {
+	if err != nil {
 		return fmt.Errorf("membership: leave: %w", err)
 	}
 	return nil
 }
 
 // Shutdown stops gossip without telling anyone (peers will see us fail,
-// unless we called Leave first) and closes the Events channel.
+// unless we called Leave first) and closes the Events channel. It may wait
+// up to TCPTimeout for a reconnect attempt in flight.
 func (m *Membership) Shutdown() error {
 	var err error
 	m.downOnce.Do(func() {

@@ -106,8 +106,19 @@ func (t *faultTransport) PacketCh() <-chan *memberlist.Packet { return t.packetC
 // StreamCh implements memberlist.Transport.StreamCh.
 func (t *faultTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
-// DialTimeout implements memberlist.Transport.DialTimeout.
+// DialTimeout implements memberlist.Transport.DialTimeout. A dial to a cut
+// peer hangs like faultnet.DialTimeout's, but ends early on Shutdown so
+// that shutting down never waits for it.
 func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.f.Blocked(addr) {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-t.stop:
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: faultnet.ErrBlocked}
+	}
 	return t.f.DialTimeout(t.NetTransport.DialTimeout)(addr, timeout)
 }
 
