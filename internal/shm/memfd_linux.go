@@ -111,7 +111,8 @@ func (m *Memfd) Map(writable bool) (*Mapping, error) { return Map(m.fd, m.size, 
 
 // Mapping is a MAP_SHARED mapping of a file.
 type Mapping struct {
-	b []byte
+	b   []byte
+	raw bool // made by MapPages
 }
 
 // Map maps size bytes of fd at offset 0, MAP_SHARED.
@@ -135,7 +136,12 @@ func (m *Mapping) Unmap() error {
 	if m.b == nil {
 		return nil
 	}
-	err := unix.Munmap(m.b)
+	var err error
+	if m.raw {
+		err = munmapRaw(m.b)
+	} else {
+		err = unix.Munmap(m.b)
+	}
 	m.b = nil
 	return err
 }

@@ -377,3 +377,43 @@ func BenchmarkUnixStream(b *testing.B) {
 	}
 	b.ReportMetric(r.BytesPerSecond()/1e9, "GB/s")
 }
+
+func TestMapPagesContiguous(t *testing.T) {
+	var fds []int
+	for i := range 3 {
+		m, err := NewMemfd("page", PageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w, _ := m.Map(true)
+		w.Bytes()[0] = byte(10 + i)
+		w.Unmap()
+		fds = append(fds, m.Fd())
+	}
+	all, err := MapPages(fds, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := all.Bytes()
+	if len(b) != 3*PageSize || b[0] != 10 || b[PageSize] != 11 || b[2*PageSize] != 12 {
+		t.Fatalf("pages not side by side: len %d", len(b))
+	}
+	b[2*PageSize+1] = 99
+	one, _ := Map(fds[2], PageSize, false)
+	defer one.Unmap()
+	if one.Bytes()[1] != 99 {
+		t.Fatal("write through the contiguous map not shared")
+	}
+	if err := all.Unmap(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := MapPages(fds[:1], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro.Unmap()
+	if _, err := MapPages(nil, false); err == nil {
+		t.Fatal("mapped no pages")
+	}
+}
