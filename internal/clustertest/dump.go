@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"shi/guest/xs"
 )
@@ -17,49 +18,78 @@ type Node struct {
 
 // Dump walks the tree under root and returns every node by path. It reads
 // through one read-only transaction, so the dump is one snapshot even
-// while others write.
+// while others write, and keeps many requests in flight (the client
+// pipelines them) so that large trees dump quickly.
 func Dump(x *xs.Client, root string) (map[string]Node, error) {
 	t, err := x.TransactionStart()
 	if err != nil {
 		return nil, fmt.Errorf("dump: transaction start: %w", err)
 	}
 	defer t.Abort()
-	out := map[string]Node{}
-	if err := walk(t, root, out); err != nil {
-		return nil, err
+	d := &dumper{s: t, out: map[string]Node{}, sem: make(chan struct{}, 32)}
+	d.wg.Add(1)
+	d.walk(root)
+	d.wg.Wait()
+	if d.err != nil {
+		return nil, d.err
 	}
-	return out, nil
+	return d.out, nil
 }
 
-func walk(s xs.Store, path string, out map[string]Node) error {
-	v, err := s.Read(path)
+type dumper struct {
+	s   xs.Store
+	sem chan struct{} // bounds the nodes read at once
+	wg  sync.WaitGroup
+
+	// mu guards out and err.
+	mu  sync.Mutex
+	out map[string]Node
+	err error
+}
+
+// walk reads path and starts walking its children.
+func (d *dumper) walk(path string) {
+	defer d.wg.Done()
+	d.sem <- struct{}{}
+	n, kids, err := d.node(path)
+	<-d.sem
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("dump: read %s: %w", path, err)
+		if d.err == nil {
+			d.err = err
+		}
+		return
 	}
-	perms, err := s.GetPerms(path)
-	if err != nil {
-		return fmt.Errorf("dump: get perms %s: %w", path, err)
-	}
-	ps := make([]string, len(perms))
-	for i, p := range perms {
-		ps[i] = p.String()
-	}
-	out[path] = Node{Value: string(v), Perms: strings.Join(ps, " ")}
-	kids, err := s.Directory(path)
-	if err != nil {
-		return fmt.Errorf("dump: directory %s: %w", path, err)
-	}
-	slices.Sort(kids)
+	d.out[path] = n
 	for _, k := range kids {
 		child := path + "/" + k
 		if path == "/" {
 			child = "/" + k
 		}
-		if err := walk(s, child, out); err != nil {
-			return err
-		}
+		d.wg.Add(1)
+		go d.walk(child)
 	}
-	return nil
+}
+
+func (d *dumper) node(path string) (Node, []string, error) {
+	v, err := d.s.Read(path)
+	if err != nil {
+		return Node{}, nil, fmt.Errorf("dump: read %s: %w", path, err)
+	}
+	perms, err := d.s.GetPerms(path)
+	if err != nil {
+		return Node{}, nil, fmt.Errorf("dump: get perms %s: %w", path, err)
+	}
+	ps := make([]string, len(perms))
+	for i, p := range perms {
+		ps[i] = p.String()
+	}
+	kids, err := d.s.Directory(path)
+	if err != nil {
+		return Node{}, nil, fmt.Errorf("dump: directory %s: %w", path, err)
+	}
+	return Node{Value: string(v), Perms: strings.Join(ps, " ")}, kids, nil
 }
 
 // DiffDumps describes how b differs from a, one line per node, sorted; ""
