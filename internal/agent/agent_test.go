@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"shi/api"
+	"shi/internal/abi"
+	"shi/internal/xenstore/wire"
+)
+
+// started runs an agent in this process and returns what it printed and
+// a function that stops it and returns Run's error (idempotent).
+func started(t *testing.T, cfg Config) (Info, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	infoc := make(chan Info, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg, func(i Info) { infoc <- i }) }()
+	select {
+	case i := <-infoc:
+		var once sync.Once
+		var err error
+		stop := func() error {
+			once.Do(func() {
+				cancel()
+				select {
+				case err = <-errc:
+				case <-time.After(30 * time.Second):
+					err = fmt.Errorf("agent did not stop in 30s")
+				}
+			})
+			return err
+		}
+		t.Cleanup(func() { stop() })
+		return i, stop
+	case err := <-errc:
+		cancel()
+		t.Fatalf("agent did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("agent did not start in 30s")
+	}
+	return Info{}, nil
+}
+
+type xsConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialXS(t *testing.T, path string) *xsConn {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &xsConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+// do sends a request and returns its reply, skipping watch events.
+func (x *xsConn) do(typ uint32, payload string) wire.Msg {
+	x.t.Helper()
+	if err := (&wire.Msg{Type: typ, Payload: []byte(payload)}).Write(x.c); err != nil {
+		x.t.Fatal(err)
+	}
+	x.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		m, err := wire.Read(x.r)
+		if err != nil {
+			x.t.Fatal(err)
+		}
+		if m.Type != abi.XS_WATCH_EVENT {
+			return m
+		}
+	}
+}
+
+func TestDevAgent(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dev = true
+	cfg.Name = "dev"
+	cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
+	cfg.APIAddr = "127.0.0.1:0"
+	cfg.Quota.MaxNodes = 77
+	info, stop := started(t, cfg)
+
+	x := dialXS(t, info.XenstoreSocket)
+	if m := x.do(abi.XS_READ, "/local/domain/0/name\x00"); string(m.Payload) != "Domain-0" {
+		t.Fatalf("dom0 name: %v", m)
+	}
+	if m := x.do(abi.XS_CONTROL, "quota\x00"); !containsLine(string(m.Payload), "nodes 77") {
+		t.Fatalf("-quota not applied: %q", m.Payload)
+	}
+	c := api.NewClient(info.APIURL)
+	self, err := c.Self(context.Background())
+	if err != nil || self.XenstoreSocket != info.XenstoreSocket || !self.Dev {
+		t.Fatalf("self: %+v %v", self, err)
+	}
+	in, err := c.Info(context.Background())
+	if err != nil || in.Hosts != 1 || in.CPUs == 0 || in.Leader != "dev" {
+		t.Fatalf("info: %+v %v", in, err)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("agent exited with %v", err)
+	}
+	if _, err := os.Stat(info.XenstoreSocket); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+func containsLine(s, line string) bool {
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != '\n' {
+			i++
+		}
+		if s[:i] == line {
+			return true
+		}
+		if i == len(s) {
+			break
+		}
+		s = s[i+1:]
+	}
+	return false
+}
+
+func TestRefusesLiveSocket(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dev, cfg.Name, cfg.APIAddr = true, "a", "127.0.0.1:0"
+	cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
+	started(t, cfg)
+	err := Run(context.Background(), cfg, nil)
+	if err == nil {
+		t.Fatal("a second agent took over a live socket")
+	}
+	t.Log(err)
+}
+
+// TestCluster runs three agents in this process on loopback addresses
+// (127.0.0.x): a write anywhere reads back everywhere, and watches fire on
+// every host. Network-namespace tests of faults are in internal/clustertest.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test (-short)")
+	}
+	base := 20 + os.Getpid()%200
+	var infos []Info
+	for i := 0; i < 3; i++ {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("h%d", i)
+		cfg.DataDir = t.TempDir()
+		cfg.BindIP = fmt.Sprintf("127.0.%d.%d", base, i+1)
+		cfg.APIAddr = cfg.BindIP + ":0"
+		cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
+		cfg.BootstrapExpect = 3
+		cfg.TestTiming = true
+		for j := 0; j < 3; j++ {
+			cfg.Join = append(cfg.Join, fmt.Sprintf("127.0.%d.%d", base, j+1))
+		}
+		info, _ := started(t, cfg)
+		infos = append(infos, info)
+	}
+	waitLeader(t, infos[0].APIURL)
+	w := dialXS(t, infos[2].XenstoreSocket)
+	if m := w.do(abi.XS_WATCH, "/shared\x00tok\x00"); m.Type != abi.XS_WATCH {
+		t.Fatalf("watch: %v", m)
+	}
+	wire.Read(w.r) // the initial event
+	for i, in := range infos {
+		x := dialXS(t, in.XenstoreSocket)
+		if m := x.do(abi.XS_WRITE, fmt.Sprintf("/shared/k%d\x00v%d", i, i)); m.Type != abi.XS_WRITE {
+			t.Fatalf("write on h%d: %v", i, m)
+		}
+		// Read your writes on the same connection, from any host.
+		if m := x.do(abi.XS_READ, fmt.Sprintf("/shared/k%d\x00", i)); string(m.Payload) != fmt.Sprintf("v%d", i) {
+			t.Fatalf("read back on h%d: %v", i, m)
+		}
+		w.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		ev, err := wire.Read(w.r)
+		if err != nil || ev.Type != abi.XS_WATCH_EVENT || string(ev.Payload) != fmt.Sprintf("/shared/k%d\x00tok\x00", i) {
+			t.Fatalf("watch event on h2 for h%d's write: %v %v", i, ev, err)
+		}
+	}
+	for _, in := range infos {
+		x := dialXS(t, in.XenstoreSocket)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			m := x.do(abi.XS_DIRECTORY, "/shared\x00")
+			if string(m.Payload) == "k0\x00k1\x00k2\x00" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s sees /shared = %q", in.APIURL, m.Payload)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ns, err := api.NewClient(infos[1].APIURL).Nodes(context.Background())
+	if err != nil || len(ns) != 3 {
+		t.Fatalf("nodes: %+v %v", ns, err)
+	}
+	roles := map[string]int{}
+	for _, n := range ns {
+		roles[n.Role]++
+	}
+	if roles["leader"] != 1 || roles["voter"] != 2 {
+		t.Fatalf("roles: %v", roles)
+	}
+}
+
+func waitLeader(t *testing.T, url string) {
+	t.Helper()
+	c := api.NewClient(url)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if in, err := c.Info(context.Background()); err == nil && in.Leader != "" && in.HostsAlive == 3 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no leader within 30s")
+}
