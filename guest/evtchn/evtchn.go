@@ -1,0 +1,460 @@
+// Package evtchn is event channels for a shi domain, with the semantics of
+// Xen's (spec/xen-abi.md §2) and the shape of libxenevtchn: a Handle binds
+// ports, Fd is readable while one of them is pending, Pending returns a
+// fired port masked, Unmask re-arms it.
+//
+// Each port is backed by an eventfd: pending while its counter is
+// non-zero, so any number of sends before the receiver looks coalesce
+// into one event. A Handle watches its ports with one epoll set
+// (EPOLLONESHOT): a reported port stays masked until Unmask, which
+// re-checks and reports it again if it became pending meanwhile, as Xen's
+// EVTCHNOP_unmask does.
+//
+// Sending to a peer on the same host is one write(2) to the peer port's
+// eventfd, which the agent handed over when the ports were bound; it never
+// involves the agent. A peer on another host (or a port whose doorbell
+// has not arrived yet) is sent to through the agent.
+package evtchn
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shi/guest/hv"
+	"shi/internal/abi"
+	"shi/internal/hypercall"
+	"shi/internal/shm"
+)
+
+type (
+	// Port is an event-channel port (evtchn_port_t).
+	Port = abi.EvtchnPort
+	// DomID is a domain id.
+	DomID = abi.DomID
+)
+
+// DOMID_SELF names the calling domain.
+const DOMID_SELF = abi.DOMID_SELF
+
+// ErrNoEvent means no port is pending (EAGAIN, as libxenevtchn's pending
+// on a non-blocking handle).
+var ErrNoEvent = fmt.Errorf("evtchn: no port pending: %w", syscall.EAGAIN)
+
+// ErrNotBound means the port is not bound through this handle (EINVAL).
+var ErrNotBound = fmt.Errorf("evtchn: port not bound through this handle: %w", syscall.EINVAL)
+
+// ErrClosed means the handle has been closed.
+var ErrClosed = errors.New("evtchn: handle closed")
+
+// port is one bound port.
+type port struct {
+	ev     *shm.EventFD // its own eventfd
+	bell   int          // the peer's doorbell, -1 if none
+	remote bool         // the peer is on another host: send through the agent
+	masked atomic.Bool
+}
+
+func (p *port) close() {
+	p.ev.Close()
+	if p.bell >= 0 {
+		unix.Close(p.bell)
+	}
+}
+
+// domPorts is per domain: which handle owns which port, so notifications
+// reach the right one. Changed only on the connection's reader goroutine.
+type domPorts struct {
+	mu    sync.Mutex
+	owner map[Port]*Handle
+}
+
+type domPortsKey struct{}
+
+// Handle is a set of bound ports, like an open /dev/xen/evtchn.
+type Handle struct {
+	c  *hv.Conn
+	dp *domPorts
+	ep *shm.Epoll
+
+	// mu guards ports and closed; a send holds it shared while it writes
+	// a doorbell, so that a doorbell is never closed under it.
+	mu     sync.RWMutex
+	ports  map[Port]*port
+	closed bool
+
+	// wmu serialises waits on the epoll set and guards evs.
+	wmu sync.Mutex
+	evs [1]unix.EpollEvent
+}
+
+// Open returns a new handle of the domain behind c (hv.Self() for this
+// process's own).
+func Open(c *hv.Conn) (*Handle, error) {
+	ep, err := shm.NewEpoll()
+	if err != nil {
+		return nil, err
+	}
+	dp := c.Value(domPortsKey{}, func() any {
+		dp := &domPorts{owner: map[Port]*Handle{}}
+		c.Handle(hypercall.NotifyEvtchnConnect, dp.connect)
+		c.Handle(hypercall.NotifyEvtchnDisconnect, dp.disconnect)
+		c.Handle(hypercall.NotifyEvtchnRelease, dp.release)
+		return dp
+	}).(*domPorts)
+	return &Handle{c: c, dp: dp, ep: ep, ports: map[Port]*port{}}, nil
+}
+
+// OpenSelf opens a handle of this process's domain.
+func OpenSelf() (*Handle, error) {
+	c, err := hv.Self()
+	if err != nil {
+		return nil, err
+	}
+	return Open(c)
+}
+
+// Fd is a descriptor for poll/epoll: readable while a bound, unmasked
+// port is pending.
+func (h *Handle) Fd() int { return h.ep.Fd() }
+
+// DomID is the id of the handle's domain.
+func (h *Handle) DomID() DomID { return h.c.DomID() }
+
+func (dp *domPorts) handle(p Port) *Handle {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.owner[p]
+}
+
+// connect installs a doorbell a peer's bind brought.
+func (dp *domPorts) connect(m hypercall.Msg, fds []int) {
+	h := dp.handle(Port(m.Port))
+	if h == nil {
+		closeFDs(fds)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.ports[Port(m.Port)]
+	if p == nil {
+		closeFDs(fds)
+		return
+	}
+	if p.bell >= 0 {
+		unix.Close(p.bell)
+	}
+	p.bell, p.remote = -1, m.Flags&hypercall.FlagRemote != 0
+	if len(fds) > 0 {
+		p.bell = fds[0]
+		closeFDs(fds[1:])
+	}
+}
+
+// disconnect drops the doorbell of a port whose peer went away.
+func (dp *domPorts) disconnect(m hypercall.Msg, fds []int) {
+	closeFDs(fds)
+	h := dp.handle(Port(m.Port))
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.ports[Port(m.Port)]; p != nil {
+		if p.bell >= 0 {
+			unix.Close(p.bell)
+		}
+		p.bell, p.remote = -1, false
+	}
+}
+
+// release forgets a port the agent closed.
+func (dp *domPorts) release(m hypercall.Msg, fds []int) {
+	closeFDs(fds)
+	if h := dp.handle(Port(m.Port)); h != nil {
+		h.forget(Port(m.Port))
+	}
+}
+
+// adopt records a port the agent just bound for this handle: fds are its
+// eventfd and, for a local peer, the peer's doorbell. Runs on the reader
+// goroutine.
+func (h *Handle) adopt(r hypercall.Msg, fds []int) error {
+	if r.Errno != 0 {
+		closeFDs(fds)
+		return nil
+	}
+	if len(fds) == 0 {
+		return fmt.Errorf("evtchn: the agent bound port %d without its eventfd: %w", r.Port, syscall.EIO)
+	}
+	p := &port{ev: shm.EventFDFrom(fds[0]), bell: -1, remote: r.Flags&hypercall.FlagRemote != 0}
+	if len(fds) > 1 {
+		p.bell = fds[1]
+		closeFDs(fds[2:])
+	}
+	pn := Port(r.Port)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		p.close()
+		return ErrClosed
+	}
+	if err := h.ep.Add(p.ev.Fd(), unix.EPOLLIN|unix.EPOLLONESHOT, int32(pn)); err != nil {
+		p.close()
+		return err
+	}
+	if old := h.ports[pn]; old != nil { // cannot happen: the agent closed it first
+		h.ep.Delete(old.ev.Fd())
+		old.close()
+	}
+	h.ports[pn] = p
+	h.dp.mu.Lock()
+	h.dp.owner[pn] = h
+	h.dp.mu.Unlock()
+	return nil
+}
+
+// bind runs a binding request and adopts the port it returns.
+func (h *Handle) bind(m hypercall.Msg) (Port, error) {
+	var aerr error
+	r, err := h.c.CallApply(m, func(r hypercall.Msg, fds []int) { aerr = h.adopt(r, fds) })
+	if err != nil {
+		return 0, fmt.Errorf("evtchn: %w", err)
+	}
+	if aerr != nil {
+		h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnClose, Port: r.Port})
+		return 0, aerr
+	}
+	return Port(r.Port), nil
+}
+
+// AllocUnbound is xenevtchn_bind_unbound_port: a new port that only
+// remote may bind to.
+func (h *Handle) AllocUnbound(remote DomID) (Port, error) {
+	return h.bind(hypercall.Msg{Op: hypercall.OpEvtchnAllocUnbound, Dom: uint16(remote)})
+}
+
+// BindInterdomain is xenevtchn_bind_interdomain: bind a new local port to
+// remote's port rport, which remote allocated unbound for this domain.
+// The new port starts pending.
+func (h *Handle) BindInterdomain(remote DomID, rport Port) (Port, error) {
+	return h.bind(hypercall.Msg{Op: hypercall.OpEvtchnBindInterdomain, Dom: uint16(remote), Port: uint32(rport)})
+}
+
+// BindIPI binds a port on which the domain signals itself.
+func (h *Handle) BindIPI() (Port, error) {
+	return h.bind(hypercall.Msg{Op: hypercall.OpEvtchnBindIPI})
+}
+
+// Notify is xenevtchn_notify: make the peer of p pending. For a local
+// peer this is one write to its doorbell. Sends on an unbound port are
+// dropped, as in Xen.
+func (h *Handle) Notify(p Port) error {
+	h.mu.RLock()
+	pt := h.ports[p]
+	if pt == nil {
+		h.mu.RUnlock()
+		return ErrNotBound
+	}
+	if pt.bell >= 0 {
+		err := shm.Signal(pt.bell)
+		h.mu.RUnlock()
+		return err
+	}
+	h.mu.RUnlock()
+	if _, _, err := h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnSend, Port: uint32(p)}); err != nil {
+		return fmt.Errorf("evtchn: %w", err)
+	}
+	return nil
+}
+
+// Pending is xenevtchn_pending on a non-blocking handle: a port that has
+// fired, now masked (Unmask it when done) and no longer pending; or
+// ErrNoEvent.
+func (h *Handle) Pending() (Port, error) { return h.wait(0) }
+
+// Wait blocks until a port fires, or for at most timeout (negative: no
+// limit), and then behaves as Pending.
+func (h *Handle) Wait(timeout time.Duration) (Port, error) {
+	msec := -1
+	if timeout >= 0 {
+		msec = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	return h.wait(msec)
+}
+
+func (h *Handle) wait(msec int) (Port, error) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	deadline := time.Now().Add(time.Duration(msec) * time.Millisecond)
+	for {
+		n, err := h.ep.Wait(h.evs[:], msec)
+		if err != nil {
+			if h.isClosed() {
+				return 0, ErrClosed
+			}
+			return 0, err
+		}
+		if n == 0 {
+			return 0, ErrNoEvent
+		}
+		pn := Port(h.evs[0].Fd)
+		h.mu.RLock()
+		p := h.ports[pn]
+		if p != nil {
+			p.masked.Store(true) // EPOLLONESHOT disarmed it
+			p.ev.Drain()
+		}
+		h.mu.RUnlock()
+		if p != nil {
+			return pn, nil
+		}
+		// The port closed after epoll saw it; look again.
+		if msec > 0 {
+			if msec = int(time.Until(deadline) / time.Millisecond); msec <= 0 {
+				msec = 0
+			}
+		}
+	}
+}
+
+func (h *Handle) isClosed() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.closed
+}
+
+// Unmask is xenevtchn_unmask: re-arm p; if it became pending while
+// masked, it fires again.
+func (h *Handle) Unmask(p Port) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pt := h.ports[p]
+	if pt == nil {
+		return ErrNotBound
+	}
+	if !pt.masked.Swap(false) {
+		return nil
+	}
+	return h.ep.Modify(pt.ev.Fd(), unix.EPOLLIN|unix.EPOLLONESHOT, int32(p))
+}
+
+// Mask stops p from firing; sends still make it pending, and Unmask
+// reports that.
+func (h *Handle) Mask(p Port) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pt := h.ports[p]
+	if pt == nil {
+		return ErrNotBound
+	}
+	if pt.masked.Swap(true) {
+		return nil
+	}
+	return h.ep.Modify(pt.ev.Fd(), 0, int32(p))
+}
+
+// IsPending reports whether p is pending (whether or not it is masked),
+// without clearing it.
+func (h *Handle) IsPending(p Port) (bool, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pt := h.ports[p]
+	if pt == nil {
+		return false, ErrNotBound
+	}
+	fds := []unix.PollFd{{Fd: int32(pt.ev.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return n > 0 && err == nil, err
+}
+
+// Unbind is xenevtchn_unbind: close p. An interdomain peer's port becomes
+// unbound again.
+func (h *Handle) Unbind(p Port) error {
+	h.mu.RLock()
+	ok := h.ports[p] != nil
+	h.mu.RUnlock()
+	if !ok {
+		return ErrNotBound
+	}
+	_, err := h.c.CallApply(hypercall.Msg{Op: hypercall.OpEvtchnClose, Port: uint32(p)}, func(r hypercall.Msg, fds []int) {
+		closeFDs(fds)
+		if r.Errno == 0 {
+			h.forget(p)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("evtchn: %w", err)
+	}
+	return nil
+}
+
+// forget drops a closed port's state.
+func (h *Handle) forget(pn Port) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.ports[pn]
+	if p == nil {
+		return
+	}
+	h.ep.Delete(p.ev.Fd())
+	p.close()
+	delete(h.ports, pn)
+	h.dp.mu.Lock()
+	if h.dp.owner[pn] == h {
+		delete(h.dp.owner, pn)
+	}
+	h.dp.mu.Unlock()
+}
+
+// Status is EVTCHNOP_status for one of the domain's own ports.
+type Status = abi.EvtchnStatus
+
+// Status reports p's state as the agent sees it: EVTCHNSTAT_unbound after
+// the peer closed or died, EVTCHNSTAT_closed once p is closed.
+func (h *Handle) Status(p Port) (Status, error) {
+	r, fds, err := h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnStatus, Dom: uint16(DOMID_SELF), Port: uint32(p)})
+	closeFDs(fds)
+	if err != nil {
+		return Status{}, fmt.Errorf("evtchn: %w", err)
+	}
+	return abi.DecodeEvtchnStatus(r.Data)
+}
+
+// Ports lists the ports bound through this handle.
+func (h *Handle) Ports() []Port {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]Port, 0, len(h.ports))
+	for p := range h.ports {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Close unbinds every port of the handle and releases it.
+func (h *Handle) Close() error {
+	for _, p := range h.Ports() {
+		h.Unbind(p)
+	}
+	h.mu.Lock()
+	h.closed = true
+	for pn, p := range h.ports { // ports whose unbind failed (connection gone)
+		h.ep.Delete(p.ev.Fd())
+		p.close()
+		delete(h.ports, pn)
+	}
+	h.mu.Unlock()
+	return h.ep.Close()
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
