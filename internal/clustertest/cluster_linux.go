@@ -352,10 +352,20 @@ func (c *Cluster) Leader(ctx context.Context) int {
 // (written once by the first leader) from its own agent. It returns the
 // leader's index.
 func (c *Cluster) WaitConverged(ctx context.Context, hosts []int) (int, error) {
+	return c.waitConverged(ctx, hosts, true)
+}
+
+// WaitMembers is WaitConverged without the XenStore read: only the agents'
+// views of membership and leadership must agree.
+func (c *Cluster) WaitMembers(ctx context.Context, hosts []int) (int, error) {
+	return c.waitConverged(ctx, hosts, false)
+}
+
+func (c *Cluster) waitConverged(ctx context.Context, hosts []int, serving bool) (int, error) {
 	var last error
 	leader := -1
 	err := Poll(ctx, 50*time.Millisecond, func() bool {
-		leader, last = c.converged(ctx, hosts)
+		leader, last = c.converged(ctx, hosts, serving)
 		return last == nil
 	})
 	if err != nil {
@@ -364,7 +374,7 @@ func (c *Cluster) WaitConverged(ctx context.Context, hosts []int) (int, error) {
 	return leader, nil
 }
 
-func (c *Cluster) converged(ctx context.Context, hosts []int) (int, error) {
+func (c *Cluster) converged(ctx context.Context, hosts []int, serving bool) (int, error) {
 	leader := ""
 	for _, i := range hosts {
 		h := c.Host(i)
@@ -396,6 +406,9 @@ func (c *Cluster) converged(ctx context.Context, hosts []int) (int, error) {
 	li := c.index(leader)
 	if !slices.Contains(hosts, li) {
 		return -1, fmt.Errorf("leader %s is not among hosts %v", leader, hosts)
+	}
+	if !serving {
+		return li, nil
 	}
 	for _, i := range hosts {
 		h := c.Host(i)
