@@ -356,7 +356,7 @@ func testLocalReads(t *testing.T, c *Cluster) {
 // before the read started.
 func staleReads(ops []porcupine.Operation) (stale, reads int) {
 	type span struct{ call, ret int64 }
-	writes := map[string]span{} // by value
+	writes := map[string]span{}  // by value
 	acked := map[string][]span{} // by key
 	for _, op := range ops {
 		in, out := op.Input.(linInput), op.Output.(linOutput)
