@@ -1,0 +1,269 @@
+// Package ring puts shared rings to work between domains: the io/ring.h
+// request/response rings of internal/ring with the event channel that
+// kicks the other end, and Pipe, a one-way byte stream through granted
+// pages.
+//
+// Waiting follows Xen's rule (and gVisor's waiter): register interest,
+// then check again, then sleep. A ring's event index or a pipe's waiting
+// flag is published before the final check, so a peer that fills the
+// ring after the check sees it and sends the event. Events are only
+// hints: every wake-up re-checks the indices.
+//
+// Each ring wants an evtchn.Handle of its own (its Wait takes whatever
+// port of the handle fires).
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"shi/guest/evtchn"
+	"shi/internal/ring"
+)
+
+// ErrTimeout means a wait ran out of time.
+var ErrTimeout = errors.New("ring: timed out")
+
+// waitPort sleeps until the handle's port fires (re-arming it) or the
+// deadline passes; a zero deadline waits forever.
+func waitPort(h *evtchn.Handle, deadline time.Time) error {
+	timeout := time.Duration(-1)
+	if !deadline.IsZero() {
+		if timeout = time.Until(deadline); timeout <= 0 {
+			return ErrTimeout
+		}
+	}
+	p, err := h.Wait(timeout)
+	if errors.Is(err, evtchn.ErrNoEvent) {
+		return ErrTimeout
+	}
+	if err != nil {
+		return err
+	}
+	return h.Unmask(p)
+}
+
+// Front is the front end of an io/ring.h ring: it produces requests and
+// consumes responses, and kicks its back end through port.
+type Front struct {
+	*ring.Front
+	evt  *evtchn.Handle
+	port evtchn.Port
+}
+
+// NewFront initialises the shared ring (SHARED_RING_INIT) and attaches a
+// front end to it. Do this before granting the pages.
+func NewFront(shared []byte, entrySize int, evt *evtchn.Handle, port evtchn.Port) (*Front, error) {
+	if !ring.Aligned(shared) || len(shared) < 64 {
+		return nil, ring.ErrGeometry
+	}
+	ring.Init(shared)
+	f, err := ring.NewFront(shared, entrySize)
+	if err != nil {
+		return nil, err
+	}
+	return &Front{Front: f, evt: evt, port: port}, nil
+}
+
+// Push publishes the requests produced and notifies the back end if it
+// asked to be.
+func (f *Front) Push() error {
+	if f.PushRequests() {
+		return f.evt.Notify(f.port)
+	}
+	return nil
+}
+
+// WaitResponses blocks until a response is there (or the deadline; zero
+// for none), with the final check that sets rsp_event before sleeping.
+func (f *Front) WaitResponses(deadline time.Time) error {
+	for {
+		more, err := f.FinalCheckForResponses()
+		if err != nil || more {
+			return err
+		}
+		if err := waitPort(f.evt, deadline); err != nil {
+			return err
+		}
+	}
+}
+
+// Back is the back end of an io/ring.h ring.
+type Back struct {
+	*ring.Back
+	evt  *evtchn.Handle
+	port evtchn.Port
+}
+
+// NewBack attaches a back end to a ring its front end initialised.
+func NewBack(shared []byte, entrySize int, evt *evtchn.Handle, port evtchn.Port) (*Back, error) {
+	b, err := ring.NewBack(shared, entrySize)
+	if err != nil {
+		return nil, err
+	}
+	return &Back{Back: b, evt: evt, port: port}, nil
+}
+
+// Push publishes the responses produced and notifies the front end if it
+// asked to be.
+func (b *Back) Push() error {
+	if b.PushResponses() {
+		return b.evt.Notify(b.port)
+	}
+	return nil
+}
+
+// WaitRequests blocks until a request is there (or the deadline).
+func (b *Back) WaitRequests(deadline time.Time) error {
+	for {
+		more, err := b.FinalCheckForRequests()
+		if err != nil || more {
+			return err
+		}
+		if err := waitPort(b.evt, deadline); err != nil {
+			return err
+		}
+	}
+}
+
+// Pipe layout: page 0 holds the control words, the data area follows.
+const (
+	pipeCons     = 0  // consumer index (reader writes)
+	pipeProd     = 4  // producer index (writer writes)
+	pipeReadWait = 8  // reader sleeps until data: writer clears and notifies
+	pipeWritWait = 12 // writer sleeps until space: reader clears and notifies
+	pipeClosed   = 16 // writer closed
+	// PipeHeader is the bytes before the data area.
+	PipeHeader = 4096
+)
+
+// pipe is what both ends share.
+type pipe struct {
+	s    *ring.Stream
+	ctl  []byte
+	evt  *evtchn.Handle
+	port evtchn.Port
+}
+
+func newPipe(shared []byte, evt *evtchn.Handle, port evtchn.Port) (pipe, error) {
+	if len(shared) <= PipeHeader || !ring.Aligned(shared) {
+		return pipe{}, ring.ErrGeometry
+	}
+	s, err := ring.NewStream(shared[PipeHeader:], shared, pipeCons, pipeProd)
+	if err != nil {
+		return pipe{}, fmt.Errorf("ring: pipe data area of %d bytes: %w", len(shared)-PipeHeader, err)
+	}
+	return pipe{s: s, ctl: shared, evt: evt, port: port}, nil
+}
+
+// wakePeer notifies the peer if it set flag (and clears it).
+func (p *pipe) wakePeer(flag int) error {
+	if ring.Load32(p.ctl, flag) != 0 && ring.And32(p.ctl, flag, 0) != 0 {
+		return p.evt.Notify(p.port)
+	}
+	return nil
+}
+
+// PipeWriter writes a byte stream into shared pages: one header page and
+// a power-of-two data area.
+type PipeWriter struct{ pipe }
+
+// NewPipeWriter zeroes the control page and attaches the writer; do it
+// before granting the pages.
+func NewPipeWriter(shared []byte, evt *evtchn.Handle, port evtchn.Port) (*PipeWriter, error) {
+	if len(shared) > PipeHeader {
+		clear(shared[:PipeHeader])
+	}
+	p, err := newPipe(shared, evt, port)
+	if err != nil {
+		return nil, err
+	}
+	return &PipeWriter{p}, nil
+}
+
+// Write copies all of b into the pipe, sleeping while it is full.
+func (w *PipeWriter) Write(b []byte) (int, error) {
+	done := 0
+	for len(b) > 0 {
+		n, err := w.s.Write(b)
+		if err != nil {
+			return done, err
+		}
+		if n > 0 {
+			done += n
+			b = b[n:]
+			if err := w.wakePeer(pipeReadWait); err != nil {
+				return done, err
+			}
+			continue
+		}
+		ring.Store32(w.ctl, pipeWritWait, 1)
+		if room, err := w.s.Writable(); err != nil || room > 0 {
+			if err != nil {
+				return done, err
+			}
+			continue
+		}
+		if err := waitPort(w.evt, time.Time{}); err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// Close tells the reader that no more data comes.
+func (w *PipeWriter) Close() error {
+	ring.Store32(w.ctl, pipeClosed, 1)
+	return w.evt.Notify(w.port)
+}
+
+// PipeReader reads the byte stream of a PipeWriter.
+type PipeReader struct{ pipe }
+
+// NewPipeReader attaches the reader to pages its writer set up.
+func NewPipeReader(shared []byte, evt *evtchn.Handle, port evtchn.Port) (*PipeReader, error) {
+	p, err := newPipe(shared, evt, port)
+	if err != nil {
+		return nil, err
+	}
+	return &PipeReader{p}, nil
+}
+
+// Read reads what is there (at most len(b)), sleeping while the pipe is
+// empty; io.EOF once the writer closed and everything was read.
+func (r *PipeReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := r.s.Read(b)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			return n, r.wakePeer(pipeWritWait)
+		}
+		ring.Store32(r.ctl, pipeReadWait, 1)
+		if avail, err := r.s.Readable(); err != nil || avail > 0 {
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if ring.Load32(r.ctl, pipeClosed) != 0 {
+			// Data written before Close is visible once closed is.
+			if avail, err := r.s.Readable(); err != nil || avail > 0 {
+				if err != nil {
+					return 0, err
+				}
+				continue
+			}
+			return 0, io.EOF
+		}
+		if err := waitPort(r.evt, time.Time{}); err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package domain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"shi/api"
+	"shi/internal/directory"
+)
+
+// Forwarder gives the API URL of another host's agent; ok is false if
+// that host cannot be reached.
+type Forwarder func(host string) (url string, ok bool)
+
+// Handler serves the domain endpoints of the API:
+//
+//	POST   /v1/domains        api.DomainSpec -> api.Domain (201)
+//	GET    /v1/domains        -> []api.Domain, cluster-wide
+//	GET    /v1/domains/{dom}  -> api.Domain (by id or name)
+//	DELETE /v1/domains/{dom}  -> 204 once the domain is gone
+//
+// A create placed on another host, or a destroy of a domain living on
+// one, is forwarded to that host's agent through fwd (nil: refused).
+func (m *Manager) Handler(fwd Forwarder) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/domains", func(w http.ResponseWriter, r *http.Request) {
+		var spec api.DomainSpec
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxConfigSize+4096)).Decode(&spec); err != nil {
+			writeError(w, http.StatusBadRequest, "bad request: "+err.Error())
+			return
+		}
+		d, err := m.Create(r.Context(), Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node})
+		var ee *ElsewhereError
+		if errors.As(err, &ee) {
+			c, ferr := forwardClient(fwd, ee.Host)
+			if ferr != nil {
+				writeError(w, http.StatusServiceUnavailable, ferr.Error())
+				return
+			}
+			spec.Node = ee.Host
+			ad, err := c.CreateDomain(r.Context(), spec)
+			if err != nil {
+				writeError(w, http.StatusBadGateway, err.Error())
+				return
+			}
+			writeJSON(w, http.StatusCreated, ad)
+			return
+		}
+		if err != nil {
+			writeError(w, statusOf(err), err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, ToAPI(d))
+	})
+	mux.HandleFunc("GET /v1/domains", func(w http.ResponseWriter, r *http.Request) {
+		ds := m.List()
+		out := make([]api.Domain, 0, len(ds))
+		for _, d := range ds {
+			out = append(out, ToAPI(d))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
+		d, ok := m.Lookup(r.PathValue("dom"))
+		if !ok {
+			writeError(w, http.StatusNotFound, ErrNoSuchDomain.Error()+": "+r.PathValue("dom"))
+			return
+		}
+		writeJSON(w, http.StatusOK, ToAPI(d))
+	})
+	mux.HandleFunc("DELETE /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
+		ref := r.PathValue("dom")
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		err := m.Destroy(ctx, ref)
+		var ee *ElsewhereError
+		if errors.As(err, &ee) {
+			c, ferr := forwardClient(fwd, ee.Host)
+			if ferr != nil {
+				writeError(w, http.StatusServiceUnavailable, ferr.Error())
+				return
+			}
+			if err := c.DestroyDomain(ctx, ref); err != nil {
+				writeError(w, http.StatusBadGateway, err.Error())
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if err != nil {
+			writeError(w, statusOf(err), err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return mux
+}
+
+func forwardClient(fwd Forwarder, host string) (*api.Client, error) {
+	if fwd != nil {
+		if u, ok := fwd(host); ok {
+			return api.NewClient(u), nil
+		}
+	}
+	return nil, errors.New("host " + host + " cannot be reached to forward the request")
+}
+
+func statusOf(err error) int {
+	var ce *ConfigError
+	switch {
+	case errors.As(err, &ce):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoSuchDomain):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNameInUse), errors.Is(err, ErrNoHost):
+		return http.StatusConflict
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+// ToAPI converts a domain-table entry for the API.
+func ToAPI(d directory.Domain) api.Domain {
+	return api.Domain{
+		ID: d.ID, Name: d.Name, Host: d.Host, State: d.State, MemoryMiB: d.MemoryMiB,
+		UUID: d.UUID, Created: time.Unix(0, d.Created).UTC(), Config: d.Config,
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}

@@ -1,0 +1,172 @@
+package domain
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"shi/internal/directory"
+)
+
+// launch starts a domain's process: a new session (so also its own
+// process group), its agent connection as fd 3, its environment, and
+// SIGKILL should the agent die. The process is recorded before mu is
+// released, so Identify knows it from its first instruction.
+func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string, conn *os.File) error {
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	env = append(env, cfg.Env...)
+	env = append(env,
+		EnvXenstore+"="+m.cfg.XenstoreSocket,
+		EnvAgent+"="+m.cfg.APIURL,
+		EnvDomID+"="+strconv.FormatUint(uint64(d.ID), 10),
+		EnvFD+"=3",
+	)
+	dir := "/"
+	if fi, err := os.Stat(spec.Dir); spec.Dir != "" && err == nil && fi.IsDir() {
+		dir = spec.Dir
+	}
+	var out io.Writer
+	if m.cfg.Output != nil {
+		out = m.cfg.Output(d)
+	}
+	// Output goes through a pipe of ours rather than exec's, whose Wait
+	// would also wait for every process that inherited it.
+	var pr, pw *os.File
+	if out != nil {
+		var err error
+		if pr, pw, err = os.Pipe(); err != nil {
+			return err
+		}
+	}
+	cmd := &exec.Cmd{
+		Path:       path,
+		Args:       append([]string{cfg.Cmd}, cfg.Args...),
+		Env:        env,
+		Dir:        dir,
+		ExtraFiles: []*os.File{conn},
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid:    true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if pw != nil {
+		cmd.Stdout, cmd.Stderr = pw, pw
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		if pr != nil {
+			pr.Close()
+			pw.Close()
+		}
+		return ErrClosed
+	}
+	err := cmd.Start()
+	if pw != nil {
+		pw.Close()
+	}
+	if err != nil {
+		if pr != nil {
+			pr.Close()
+		}
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	if pr != nil {
+		go func() {
+			io.Copy(out, pr)
+			pr.Close()
+		}()
+	}
+	r := &running{dom: d, cfg: cfg, spec: spec, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	m.running[d.ID] = r
+	m.sessions[r.pid] = d.ID
+	m.wg.Add(1)
+	go func() {
+		cmd.Wait()
+		m.exited(r, exitStatus(cmd.ProcessState))
+	}()
+	return nil
+}
+
+func exitStatus(ps *os.ProcessState) ExitStatus {
+	if ps == nil {
+		return ExitStatus{Code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ExitStatus{Code: -1, Signal: unix.SignalName(ws.Signal())}
+	}
+	return ExitStatus{Code: ps.ExitCode()}
+}
+
+// killSession SIGKILLs every process of session sid: its process group
+// first, then any process that moved to another group of the session.
+func killSession(sid int) {
+	unix.Kill(-sid, unix.SIGKILL)
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == sid {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && st.session == sid {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	unix.Kill(sid, unix.SIGKILL)
+}
+
+type procStat struct{ ppid, session int }
+
+// readStat reads a process's parent and session from /proc/PID/stat.
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name is in parentheses and may contain anything.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return procStat{}, errors.New("bad stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// state ppid pgrp session ...
+	if len(f) < 4 {
+		return procStat{}, errors.New("bad stat")
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	sid, err2 := strconv.Atoi(f[3])
+	if err1 != nil || err2 != nil {
+		return procStat{}, errors.New("bad stat")
+	}
+	return procStat{ppid: ppid, session: sid}, nil
+}
+
+// memAvailable is MemAvailable of /proc/meminfo in bytes.
+func memAvailable() uint64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "MemAvailable:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func lookPath(p string) (string, error) { return exec.LookPath(p) }

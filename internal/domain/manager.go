@@ -1,0 +1,441 @@
+package domain
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"shi/internal/abi"
+	"shi/internal/directory"
+	"shi/internal/domain/hv"
+)
+
+// Environment of a domain process.
+const (
+	EnvXenstore = "XENSTORED_PATH" // the XenStore socket
+	EnvAgent    = "SHI_AGENT"      // the agent's API URL
+	EnvDomID    = "SHI_DOMID"      // its domain id
+	EnvFD       = "SHI_DOMAIN_FD"  // its agent connection (always 3)
+)
+
+// ManagerConfig configures a Manager.
+type ManagerConfig struct {
+	// Host is this host's name, as the directory records it.
+	Host      string
+	Replica   *directory.Replica
+	Committer directory.Committer
+	Logger    *slog.Logger
+
+	// XenstoreSocket and APIURL are exported to domains.
+	XenstoreSocket string
+	APIURL         string
+
+	// Hosts returns the cluster's hosts for placement (Reserved is filled
+	// in from the domain table). Nil: this host alone, with the free
+	// memory of /proc/meminfo.
+	Hosts func() []Host
+	// Output receives a domain's stdout and stderr; nil discards them.
+	Output func(d directory.Domain) io.Writer
+	// OnExit, if set, is told when a domain of this host has exited and
+	// been released.
+	OnExit func(d directory.Domain, st ExitStatus)
+	// Remote is the cross-host data plane, when there is one.
+	Remote hv.Remote
+	// RestartLimit caps on_crash=restart at this many restarts of one
+	// name per RestartWindow (default 5 per minute); past it the domain
+	// stays destroyed.
+	RestartLimit  int
+	RestartWindow time.Duration
+}
+
+// Spec asks for a domain.
+type Spec struct {
+	Config string // xl-style config text
+	Dir    string // relative cmd paths are taken from here
+	Node   string // host to run on; "" lets placement choose
+}
+
+// ElsewhereError means the domain is (to be) on another host: the caller
+// forwards the request to that host's agent.
+type ElsewhereError struct{ Host string }
+
+func (e *ElsewhereError) Error() string { return fmt.Sprintf("domain belongs on host %q", e.Host) }
+
+var (
+	// ErrNoSuchDomain means no domain has that id or name.
+	ErrNoSuchDomain = errors.New("no such domain")
+	// ErrNameInUse means a domain with that name exists.
+	ErrNameInUse = errors.New("a domain with that name exists")
+	// ErrClosed means the manager is shutting down.
+	ErrClosed = errors.New("domain manager closed")
+)
+
+// ExitStatus is how a domain's process ended.
+type ExitStatus struct {
+	Code      int    // exit code, -1 if killed by a signal
+	Signal    string // the signal that killed it, if any
+	Destroyed bool   // it was destroyed (shi destroy, agent shutdown)
+}
+
+// Crashed reports whether the domain ended on its own with a failure.
+func (s ExitStatus) Crashed() bool { return !s.Destroyed && (s.Code != 0 || s.Signal != "") }
+
+func (s ExitStatus) String() string {
+	switch {
+	case s.Destroyed:
+		return "destroyed"
+	case s.Signal != "":
+		return "killed by " + s.Signal
+	}
+	return "exit code " + strconv.Itoa(s.Code)
+}
+
+// running is a domain process of this host.
+type running struct {
+	dom    directory.Domain
+	cfg    *Config
+	spec   Spec
+	pid    int
+	exited chan struct{} // closed once it is fully released
+
+	destroying bool // guarded by Manager.mu
+}
+
+// Manager runs this host's domains.
+type Manager struct {
+	cfg ManagerConfig
+	log *slog.Logger
+	hv  *hv.Hypervisor
+
+	// mu guards the fields below. Launching a process and recording it
+	// happen under mu, and Identify reads under it, so a domain's socket
+	// peer is never taken for an ordinary local process.
+	mu       sync.RWMutex
+	running  map[uint32]*running
+	sessions map[int]uint32 // session (leader pid) -> domid
+	restarts map[string][]time.Time
+	closed   bool
+
+	wg sync.WaitGroup // exit watchers
+}
+
+// NewManager returns a manager with no domains.
+func NewManager(cfg ManagerConfig) (*Manager, error) {
+	if cfg.Host == "" || cfg.Replica == nil || cfg.Committer == nil {
+		return nil, errors.New("domain: ManagerConfig needs Host, Replica and Committer")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.RestartLimit <= 0 {
+		cfg.RestartLimit = 5
+	}
+	if cfg.RestartWindow <= 0 {
+		cfg.RestartWindow = time.Minute
+	}
+	m := &Manager{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		running:  map[uint32]*running{},
+		sessions: map[int]uint32{},
+		restarts: map[string][]time.Time{},
+	}
+	m.hv = hv.New(hv.Config{Logger: cfg.Logger, Remote: cfg.Remote, Locate: nil})
+	return m, nil
+}
+
+// Hypervisor is the host's hypervisor, for status and tests.
+func (m *Manager) Hypervisor() *hv.Hypervisor { return m.hv }
+
+// List returns every domain of the cluster, from the directory.
+func (m *Manager) List() []directory.Domain { return m.cfg.Replica.Domains() }
+
+// Lookup finds a domain by decimal id or by name.
+func (m *Manager) Lookup(ref string) (directory.Domain, bool) {
+	if id, err := strconv.ParseUint(ref, 10, 32); err == nil {
+		return m.cfg.Replica.Domain(uint32(id))
+	}
+	for _, d := range m.cfg.Replica.Domains() {
+		if d.Name == ref {
+			return d, true
+		}
+	}
+	return directory.Domain{}, false
+}
+
+// hosts gathers placement's view of the cluster.
+func (m *Manager) hosts() []Host {
+	var hs []Host
+	if m.cfg.Hosts != nil {
+		hs = m.cfg.Hosts()
+	} else {
+		hs = []Host{{Name: m.cfg.Host, Alive: true, MemFree: memAvailable()}}
+	}
+	reserved := map[string]uint64{}
+	for _, d := range m.cfg.Replica.Domains() {
+		if d.State != directory.StateDead {
+			reserved[d.Host] += d.MemoryMiB << 20
+		}
+	}
+	for i := range hs {
+		hs[i].Reserved = reserved[hs[i].Name]
+	}
+	return hs
+}
+
+// Create starts a domain. If placement chooses another host it returns
+// *ElsewhereError and the caller forwards the spec there, with Node set.
+func (m *Manager) Create(ctx context.Context, spec Spec) (directory.Domain, error) {
+	cfg, err := ParseConfig(spec.Config)
+	if err != nil {
+		return directory.Domain{}, err
+	}
+	host, err := Place(m.hosts(), cfg.MemoryMiB, spec.Node)
+	if err != nil {
+		return directory.Domain{}, err
+	}
+	if host != m.cfg.Host {
+		return directory.Domain{}, &ElsewhereError{Host: host}
+	}
+	return m.createHere(ctx, cfg, spec)
+}
+
+func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (directory.Domain, error) {
+	path, err := resolveCmd(cfg.Cmd, spec.Dir)
+	if err != nil {
+		return directory.Domain{}, err
+	}
+	m.mu.RLock()
+	closed := m.closed
+	m.mu.RUnlock()
+	if closed {
+		return directory.Domain{}, ErrClosed
+	}
+	uuid := cfg.UUID
+	if uuid == "" {
+		uuid = newUUID()
+	}
+	conf, _ := json.Marshal(cfg)
+	now := time.Now().UnixNano()
+	_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+		Op: directory.DomCreate,
+		Domain: directory.Domain{Name: cfg.Name, Host: m.cfg.Host, State: directory.StateRunning,
+			MemoryMiB: cfg.MemoryMiB, UUID: uuid, Config: conf, Created: now, Updated: now},
+	}))
+	if err != nil {
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
+	}
+	if resp.Err != "" || resp.Domain == nil {
+		if resp.Err == directory.ErrNameInUse.Error() {
+			return directory.Domain{}, fmt.Errorf("%w: %q", ErrNameInUse, cfg.Name)
+		}
+		return directory.Domain{}, fmt.Errorf("domain %q: %s", cfg.Name, resp.Err)
+	}
+	d := *resp.Domain
+	log := m.log.With("dom", d.ID, "name", d.Name)
+	fail := func(err error) (directory.Domain, error) {
+		m.hv.RemoveDomain(abi.DomID(d.ID))
+		m.removeEntry(d.ID)
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
+	}
+	f, err := m.hv.AddDomain(abi.DomID(d.ID), hv.DomainConfig{
+		Name: d.Name, GrantFrames: cfg.GrantFrames, MaxPages: int(cfg.MemoryMiB << 20 / abi.PAGE_SIZE),
+		MaxPorts: cfg.MaxEventChannels, MaxMaps: cfg.MaxMaps,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	if err := m.writeKeys(ctx, d, cfg); err != nil {
+		return fail(err)
+	}
+	if err := m.launch(d, cfg, spec, path, f); err != nil {
+		return fail(err)
+	}
+	log.Info("domain started", "cmd", path, "memory_mib", cfg.MemoryMiB)
+	return d, nil
+}
+
+// resolveCmd finds the program: a path with a '/' is taken relative to
+// dir; a bare name is looked up in PATH.
+func resolveCmd(cmd, dir string) (string, error) {
+	if !filepath.IsAbs(cmd) && filepath.Base(cmd) != cmd && dir != "" {
+		cmd = filepath.Join(dir, cmd)
+	}
+	p, err := lookPath(cmd)
+	if err != nil {
+		return "", fmt.Errorf("cmd %q: %w", cmd, err)
+	}
+	return p, nil
+}
+
+// Destroy stops a domain of this host and waits until it is released and
+// gone from the directory. A dead domain of any host is just removed. A
+// live domain of another host gives *ElsewhereError.
+func (m *Manager) Destroy(ctx context.Context, ref string) error {
+	d, ok := m.Lookup(ref)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNoSuchDomain, ref)
+	}
+	if d.Host != m.cfg.Host {
+		if d.State == directory.StateDead {
+			return m.commitRemove(ctx, d.ID)
+		}
+		return &ElsewhereError{Host: d.Host}
+	}
+	m.mu.Lock()
+	r := m.running[d.ID]
+	if r != nil {
+		r.destroying = true
+	}
+	m.mu.Unlock()
+	if r == nil {
+		// Not ours any more (it exited meanwhile, or a stale entry).
+		m.hv.RemoveDomain(abi.DomID(d.ID))
+		if _, still := m.cfg.Replica.Domain(d.ID); !still {
+			return nil
+		}
+		return m.commitRemove(ctx, d.ID)
+	}
+	killSession(r.pid)
+	select {
+	case <-r.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// exited releases a domain whose process ended.
+func (m *Manager) exited(r *running, st ExitStatus) {
+	defer m.wg.Done()
+	killSession(r.pid) // whatever it left behind in its session
+	m.mu.Lock()
+	st.Destroyed = r.destroying || m.closed
+	delete(m.sessions, r.pid)
+	delete(m.running, r.dom.ID)
+	m.mu.Unlock()
+	m.hv.RemoveDomain(abi.DomID(r.dom.ID))
+	m.removeEntry(r.dom.ID)
+	m.log.Info("domain exited", "dom", r.dom.ID, "name", r.dom.Name, "status", st.String())
+	if m.cfg.OnExit != nil {
+		m.cfg.OnExit(r.dom, st)
+	}
+	close(r.exited)
+	if st.Crashed() && r.cfg.OnCrash == OnCrashRestart {
+		m.restart(r)
+	}
+}
+
+// restart starts a crashed domain again with the same config, under the
+// same name and a new domid.
+func (m *Manager) restart(r *running) {
+	now := time.Now()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	var recent []time.Time
+	for _, t := range m.restarts[r.cfg.Name] {
+		if now.Sub(t) < m.cfg.RestartWindow {
+			recent = append(recent, t)
+		}
+	}
+	if len(recent) >= m.cfg.RestartLimit {
+		m.mu.Unlock()
+		m.log.Warn("domain crashed too often; not restarting it", "name", r.cfg.Name, "restarts", len(recent), "window", m.cfg.RestartWindow)
+		return
+	}
+	m.restarts[r.cfg.Name] = append(recent, now)
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := m.createHere(ctx, r.cfg, r.spec)
+	if err != nil {
+		m.log.Error("domain restart failed", "name", r.cfg.Name, "err", err)
+		return
+	}
+	m.log.Info("domain restarted after a crash", "name", d.Name, "old", r.dom.ID, "new", d.ID)
+}
+
+// removeEntry removes a domain from the directory, retrying for a while:
+// its XenStore home goes and @releaseDomain fires.
+func (m *Manager) removeEntry(id uint32) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.commitRemove(ctx, id); err != nil {
+		m.log.Error("domain: cannot remove from the directory", "dom", id, "err", err)
+	}
+}
+
+func (m *Manager) commitRemove(ctx context.Context, id uint32) error {
+	_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+		Op: directory.DomRemove, Domain: directory.Domain{ID: id, Updated: time.Now().UnixNano()},
+	}))
+	if err != nil {
+		return err
+	}
+	if resp.Err != "" && resp.Err != directory.ErrNoSuchDom.Error() {
+		return errors.New(resp.Err)
+	}
+	return nil
+}
+
+// Reconcile marks dead the domains the directory places on this host but
+// that this manager does not run (their processes died with an earlier
+// agent). Call it once at start.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	var errs []error
+	for _, d := range m.cfg.Replica.Domains() {
+		if d.Host != m.cfg.Host || d.State == directory.StateDead || d.Driver {
+			continue
+		}
+		m.mu.RLock()
+		_, ok := m.running[d.ID]
+		m.mu.RUnlock()
+		if ok {
+			continue
+		}
+		_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+			Op: directory.DomSetState, Domain: directory.Domain{ID: d.ID, State: directory.StateDead, Updated: time.Now().UnixNano()},
+		}))
+		if err == nil && resp.Err != "" {
+			err = errors.New(resp.Err)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("dom%d: %w", d.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close destroys every domain of this host and waits until they are
+// released.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	for _, r := range m.running {
+		r.destroying = true
+		killSession(r.pid)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.hv.Close()
+}
+
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
