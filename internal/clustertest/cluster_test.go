@@ -49,6 +49,9 @@ func testCluster(t *testing.T, n int, snapshotThreshold uint64) {
 	step("cut-leader", func(t *testing.T) map[string]string { return testCut(t, c, true) })
 	step("restart", func(t *testing.T) map[string]string { return testRestart(t, c, snapshotThreshold) })
 	step("freeze-leader", func(t *testing.T) map[string]string { return testFreeze(t, c) })
+	if n == 3 {
+		t.Run("local-reads", func(t *testing.T) { testLocalReads(t, c) })
+	}
 	t.Run("converged", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
