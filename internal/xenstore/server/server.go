@@ -152,7 +152,10 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	nc.SetWriteDeadline(time.Now().Add(flushTimeout))
 	out.close()
 	<-writerDone
-	s.stats.DroppedEvents.Add(out.Dropped())
+	if n := out.Dropped(); n > 0 {
+		s.stats.DroppedEvents.Add(n)
+		s.cfg.Logger.Warn("xenstore: dropped watch events for a client that did not read them", "dom", dom, "dropped", n, "limit", q.MaxQueuedEvents)
+	}
 }
 
 // writeLoop writes watch events queued by other connections' requests.
