@@ -120,7 +120,8 @@ type Manager struct {
 	// peer is never taken for an ordinary local process.
 	mu       sync.RWMutex
 	running  map[uint32]*running
-	sessions map[int]uint32 // session (leader pid) -> domid
+	sessions map[int]uint32           // session (leader pid) -> domid
+	starting map[string]chan struct{} // by name: closed once launched or failed
 	restarts map[string][]time.Time
 	closed   bool
 
@@ -146,6 +147,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		log:      cfg.Logger,
 		running:  map[uint32]*running{},
 		sessions: map[int]uint32{},
+		starting: map[string]chan struct{}{},
 		restarts: map[string][]time.Time{},
 	}
 	m.hv = hv.New(hv.Config{Logger: cfg.Logger, Remote: cfg.Remote, Locate: nil})
@@ -213,12 +215,26 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	if err != nil {
 		return directory.Domain{}, err
 	}
-	m.mu.RLock()
-	closed := m.closed
-	m.mu.RUnlock()
-	if closed {
+	// A Destroy that finds the domain in the directory before its
+	// process is recorded waits for this.
+	started := make(chan struct{})
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
 		return directory.Domain{}, ErrClosed
 	}
+	if m.starting[cfg.Name] != nil {
+		m.mu.Unlock()
+		return directory.Domain{}, fmt.Errorf("%w: %q", ErrNameInUse, cfg.Name)
+	}
+	m.starting[cfg.Name] = started
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.starting, cfg.Name)
+		m.mu.Unlock()
+		close(started)
+	}()
 	uuid := cfg.UUID
 	if uuid == "" {
 		uuid = newUUID()
@@ -296,7 +312,16 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 	if r != nil {
 		r.destroying = true
 	}
+	started := m.starting[d.Name]
 	m.mu.Unlock()
+	if r == nil && started != nil {
+		select { // still being created: try again once it is
+		case <-started:
+			return m.Destroy(ctx, ref)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if r == nil {
 		// Not ours any more (it exited meanwhile, or a stale entry).
 		m.hv.RemoveDomain(abi.DomID(d.ID))

@@ -20,9 +20,9 @@ func TestPlace(t *testing.T) {
 		node      string
 		want, err string
 	}{
-		{mem: 64, want: "a"},               // a and e tie on 4G left; name breaks it
-		{mem: 5 << 10, want: "b"},          // only b has 5 GiB free
-		{mem: 64, node: "d", want: "d"},    // asked for
+		{mem: 64, want: "a"},            // a and e tie on 4G left; name breaks it
+		{mem: 5 << 10, want: "b"},       // only b has 5 GiB free
+		{mem: 64, node: "d", want: "d"}, // asked for
 		{mem: 64, node: "c", err: "not alive"},
 		{mem: 64, node: "z", err: `no host named "z"`},
 		{mem: 4 << 10, node: "d", err: "has 3072 MiB free"},

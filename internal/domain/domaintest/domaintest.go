@@ -120,7 +120,9 @@ func Start(t testing.TB) *Env {
 	e.Manager, err = domain.NewManager(domain.ManagerConfig{
 		Host: e.Host, Replica: e.Replica, Committer: e.Committer, Logger: log,
 		XenstoreSocket: e.XenstoreSocket, APIURL: e.APIURL,
-		Output: func(d directory.Domain) io.Writer { return prefixWriter{e.Output, fmt.Sprintf("[dom%d %s] ", d.ID, d.Name)} },
+		Output: func(d directory.Domain) io.Writer {
+			return prefixWriter{e.Output, fmt.Sprintf("[dom%d %s] ", d.ID, d.Name)}
+		},
 		OnExit: e.onExit,
 	})
 	if err != nil {

@@ -1,0 +1,237 @@
+package domain_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"shi/guest/xs"
+	"shi/internal/directory"
+	"shi/internal/domain"
+	"shi/internal/domain/domaintest"
+)
+
+func TestMain(m *testing.M) { domaintest.Main(m) }
+
+const exitWait = 30 * time.Second
+
+func expectOK(t *testing.T, e *domaintest.Env, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if x := e.WaitExit(t, n, 0, exitWait); x.Status.Crashed() || x.Status.Destroyed {
+			t.Errorf("domain %s: %v", n, x.Status)
+		}
+	}
+}
+
+func peerOf(d directory.Domain) string { return "PEER=" + strconv.Itoa(int(d.ID)) }
+
+// introduce tells the domain that was created first who its peer is.
+func introduce(t *testing.T, e *domaintest.Env, first, second directory.Domain) {
+	e.WriteAsDom0(t, fmt.Sprintf("/local/domain/%d/data/peer", first.ID), strconv.Itoa(int(second.ID)))
+}
+
+func TestPingPong(t *testing.T) {
+	e := domaintest.Start(t)
+	pong := e.Create(t, "pong", "pong", "ROUNDS=200")
+	ping := e.Create(t, "ping", "ping", peerOf(pong), "ROUNDS=200")
+	introduce(t, e, pong, ping)
+	expectOK(t, e, "ping", "pong")
+}
+
+func TestCoalesceAndMask(t *testing.T) {
+	e := domaintest.Start(t)
+	r := e.Create(t, "recv", "evt-recv")
+	s := e.Create(t, "send", "evt-send", peerOf(r))
+	introduce(t, e, r, s)
+	expectOK(t, e, "recv", "send")
+}
+
+func TestGrantedRing(t *testing.T) {
+	e := domaintest.Start(t)
+	back := e.Create(t, "back", "ring-back")
+	front := e.Create(t, "front", "ring-front", peerOf(back))
+	introduce(t, e, back, front)
+	expectOK(t, e, "front", "back")
+}
+
+func TestEndAccessWhileMapped(t *testing.T) {
+	e := domaintest.Start(t)
+	m := e.Create(t, "mapper", "mapper")
+	g := e.Create(t, "granter", "granter", peerOf(m))
+	introduce(t, e, m, g)
+	expectOK(t, e, "granter", "mapper")
+}
+
+func TestPeerDeathClosesPort(t *testing.T) {
+	e := domaintest.Start(t)
+	s := e.Create(t, "survivor", "survivor")
+	b := e.Create(t, "binder", "binder", peerOf(s))
+	introduce(t, e, s, b)
+	c := dom0(t, e)
+	if _, err := domaintest.WaitRead(c, fmt.Sprintf("/local/domain/%d/data/waiting", s.ID), exitWait); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Manager.Destroy(context.Background(), "binder"); err != nil {
+		t.Fatal(err)
+	}
+	if x := e.WaitExit(t, "binder", 0, exitWait); !x.Status.Destroyed {
+		t.Errorf("binder: %v", x.Status)
+	}
+	expectOK(t, e, "survivor")
+}
+
+func TestHostileDomain(t *testing.T) {
+	e := domaintest.Start(t)
+	v := e.Create(t, "victim", "victim")
+	e.Create(t, "hostile", "hostile", "VICTIM="+strconv.Itoa(int(v.ID)))
+	expectOK(t, e, "hostile")
+	// Nobody else was harmed: the victim still runs, and two more
+	// domains still talk.
+	if d, ok := e.Manager.Lookup("victim"); !ok || d.State != directory.StateRunning {
+		t.Fatalf("victim: %+v %v", d, ok)
+	}
+	pong := e.Create(t, "pong", "pong", "ROUNDS=20")
+	ping := e.Create(t, "ping", "ping", peerOf(pong), "ROUNDS=20")
+	introduce(t, e, pong, ping)
+	expectOK(t, e, "ping", "pong")
+	log := e.Log.String()
+	for _, want := range []string{"name=hostile", "malformed request", "op=gnttab_map", "op=evtchn_bind_interdomain"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("agent log lacks %q", want)
+		}
+	}
+}
+
+func TestIdentify(t *testing.T) {
+	e := domaintest.Start(t)
+	e.Create(t, "who", "whoami")
+	expectOK(t, e, "who")
+}
+
+func TestRestartOnCrash(t *testing.T) {
+	e := domaintest.Start(t)
+	marker := filepath.Join(t.TempDir(), "crashed")
+	cfg := domaintest.Config("phoenix", "crash-once", []string{"MARKER=" + marker}, `on_crash = "restart"`)
+	first, err := e.Manager.Create(context.Background(), domain.Spec{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := e.WaitExit(t, "phoenix", 0, exitWait); !x.Status.Crashed() || x.Status.Code != 3 {
+		t.Fatalf("first run: %v", x.Status)
+	}
+	deadline := time.Now().Add(exitWait)
+	var again directory.Domain
+	for {
+		if d, ok := e.Manager.Lookup("phoenix"); ok && d.ID != first.ID {
+			again = d
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not restarted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if again.State != directory.StateRunning || again.UUID != first.UUID && first.UUID == "" {
+		t.Fatalf("restarted as %+v", again)
+	}
+	if err := e.Manager.Destroy(context.Background(), strconv.Itoa(int(again.ID))); err != nil {
+		t.Fatal(err)
+	}
+	if x := e.WaitExit(t, "phoenix", 1, exitWait); !x.Status.Destroyed {
+		t.Fatalf("second run: %v", x.Status)
+	}
+	if _, ok := e.Manager.Lookup("phoenix"); ok {
+		t.Fatal("destroyed domain still listed")
+	}
+}
+
+// TestCreateDestroyKeys checks the toolstack's keys and their removal,
+// with @releaseDomain seen by a watcher.
+func TestCreateDestroyKeys(t *testing.T) {
+	e := domaintest.Start(t)
+	c := dom0(t, e)
+	w, err := c.Watch("@releaseDomain", "rel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-w.Events() // fires once when set
+	d := e.Create(t, "keys", "sleeper")
+	home := fmt.Sprintf("/local/domain/%d", d.ID)
+	for path, want := range map[string]string{
+		home + "/name": "keys", home + "/domid": strconv.Itoa(int(d.ID)), home + "/vm": "/vm/" + d.UUID,
+		home + "/memory/target": "4096", home + "/memory/static-max": "4096",
+		"/vm/" + d.UUID + "/name": "keys", "/vm/" + d.UUID + "/uuid": d.UUID,
+	} {
+		if v, err := c.Read(path); err != nil || string(v) != want {
+			t.Errorf("%s = %q, %v; want %q", path, v, err, want)
+		}
+	}
+	if p, err := c.GetPerms(home); err != nil || p[0].Domid != uint32(d.ID) {
+		t.Errorf("home perms %v %v: the domain must own its home", p, err)
+	}
+	if p, err := c.GetPerms(home + "/name"); err != nil || p[0].Domid != 0 {
+		t.Errorf("name perms %v %v: the toolstack owns its keys", p, err)
+	}
+	if err := e.Manager.Destroy(context.Background(), "keys"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Events():
+	case <-time.After(exitWait):
+		t.Fatal("no @releaseDomain")
+	}
+	for _, p := range []string{home, "/vm/" + d.UUID} {
+		if _, err := c.Read(p); !errors.Is(err, errNoent) {
+			t.Errorf("%s after destroy: %v", p, err)
+		}
+	}
+	if len(e.Manager.Hypervisor().Domains()) != 0 {
+		t.Error("hypervisor still holds the domain")
+	}
+	if err := e.Manager.Destroy(context.Background(), "keys"); !errors.Is(err, domain.ErrNoSuchDomain) {
+		t.Errorf("destroy twice: %v", err)
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	e := domaintest.Start(t)
+	ctx := context.Background()
+	for _, tc := range []struct{ cfg, want string }{
+		{"name = 'x'", `"cmd" is required`},
+		{"name = 'x'\ncmd = '/nonexistent/prog'", "no such file"},
+		{"name = 'x'\ncmd = '/bin/true'\nmemory = 1048576", "no live host has enough free memory"},
+	} {
+		if _, err := e.Manager.Create(ctx, domain.Spec{Config: tc.cfg}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	e.Create(t, "twin", "sleeper")
+	if _, err := e.Manager.Create(ctx, domain.Spec{Config: domaintest.Config("twin", "sleeper", nil)}); !errors.Is(err, domain.ErrNameInUse) {
+		t.Errorf("same name twice: %v", err)
+	}
+	if _, err := e.Manager.Create(ctx, domain.Spec{Config: domaintest.Config("far", "sleeper", nil), Node: "elsewhere"}); err == nil || !strings.Contains(err.Error(), `no host named "elsewhere"`) {
+		t.Errorf("unknown node: %v", err)
+	}
+	if len(e.Manager.List()) != 1 {
+		t.Errorf("failed creations left domains behind: %+v", e.Manager.List())
+	}
+}
+
+func dom0(t *testing.T, e *domaintest.Env) *xs.Client {
+	t.Helper()
+	c, err := xs.Open(e.XenstoreSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+var errNoent = syscall.ENOENT

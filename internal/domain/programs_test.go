@@ -1,0 +1,742 @@
+package domain_test
+
+// Domain programs: the test binary re-executed as a domain (see
+// domaintest). Each returns nil on success; the tests read the exit code.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shi/guest/evtchn"
+	"shi/guest/gnttab"
+	"shi/guest/hv"
+	gring "shi/guest/ring"
+	"shi/guest/xs"
+	"shi/internal/abi"
+	"shi/internal/domain/domaintest"
+	"shi/internal/hypercall"
+	"shi/internal/shm"
+)
+
+const waitLong = 20 * time.Second
+
+func init() {
+	domaintest.Register("pong", pong)
+	domaintest.Register("ping", ping)
+	domaintest.Register("evt-recv", evtRecv)
+	domaintest.Register("evt-send", evtSend)
+	domaintest.Register("ring-front", ringFront)
+	domaintest.Register("ring-back", ringBack)
+	domaintest.Register("granter", granter)
+	domaintest.Register("mapper", mapper)
+	domaintest.Register("survivor", survivor)
+	domaintest.Register("binder", binder)
+	domaintest.Register("victim", victim)
+	domaintest.Register("hostile", hostile)
+	domaintest.Register("crash-once", crashOnce)
+	domaintest.Register("sleeper", sleeper)
+	domaintest.Register("whoami", whoami)
+}
+
+func me() abi.DomID {
+	n, _ := strconv.Atoi(os.Getenv("SHI_DOMID"))
+	return abi.DomID(n)
+}
+
+func envDom(name string) abi.DomID {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return abi.DomID(n)
+}
+
+// waitDomid reads a domid from path, waiting for it.
+func waitDomid(c *xs.Client, path string) (abi.DomID, error) {
+	d, err := domaintest.WaitDomid(c, path, waitLong)
+	return abi.DomID(d), err
+}
+
+func home(d abi.DomID) string { return fmt.Sprintf("/local/domain/%d", d) }
+
+// publish writes ~/data/key = value readable by reader.
+func publish(c *xs.Client, key, value string, reader abi.DomID) error {
+	p := home(me()) + "/data/" + key
+	return c.Transaction(func(t *xs.Tx) error {
+		if err := t.Write(p, []byte(value)); err != nil {
+			return err
+		}
+		return t.SetPerms(p, xs.Perm{Domid: uint32(me())}, xs.Perm{Domid: uint32(reader), Access: xs.AccessRead})
+	})
+}
+
+func readNum(c *xs.Client, path string) (uint32, error) {
+	v, err := domaintest.WaitRead(c, path, waitLong)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(v), 10, 32)
+	return uint32(n), err
+}
+
+// serveBound allocates a port for the peer named in ~/data/peer and
+// publishes it as ~/data/port.
+func serveBound(c *xs.Client, e *evtchn.Handle) (peer abi.DomID, p evtchn.Port, err error) {
+	peer, err = waitDomid(c, home(me())+"/data/peer")
+	if err != nil {
+		return
+	}
+	if p, err = e.AllocUnbound(peer); err != nil {
+		return
+	}
+	err = publish(c, "port", strconv.Itoa(int(p)), peer)
+	return
+}
+
+// bindTo binds to the port peer published, consuming the initial event.
+func bindTo(c *xs.Client, e *evtchn.Handle, peer abi.DomID) (evtchn.Port, error) {
+	rp, err := readNum(c, home(peer)+"/data/port")
+	if err != nil {
+		return 0, err
+	}
+	p, err := e.BindInterdomain(peer, evtchn.Port(rp))
+	if err != nil {
+		return 0, err
+	}
+	if got, err := e.Wait(waitLong); err != nil || got != p {
+		return 0, fmt.Errorf("new port not pending: %v %v", got, err)
+	}
+	return p, e.Unmask(p)
+}
+
+func open() (*xs.Client, *evtchn.Handle, error) {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := evtchn.OpenSelf()
+	return c, e, err
+}
+
+func rounds() int {
+	n, err := strconv.Atoi(os.Getenv("ROUNDS"))
+	if err != nil {
+		return 100
+	}
+	return n
+}
+
+func pong() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	_, p, err := serveBound(c, e)
+	if err != nil {
+		return err
+	}
+	for i := range rounds() {
+		got, err := e.Wait(waitLong)
+		if err != nil || got != p {
+			return fmt.Errorf("round %d: %v %v", i, got, err)
+		}
+		e.Unmask(p)
+		if err := e.Notify(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ping() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	p, err := bindTo(c, e, envDom("PEER"))
+	if err != nil {
+		return err
+	}
+	for i := range rounds() {
+		if err := e.Notify(p); err != nil {
+			return err
+		}
+		got, err := e.Wait(waitLong)
+		if err != nil || got != p {
+			return fmt.Errorf("round %d: %v %v", i, got, err)
+		}
+		e.Unmask(p)
+	}
+	return nil
+}
+
+// evtRecv checks coalescing and masking on the receiving side.
+func evtRecv() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer, p, err := serveBound(c, e)
+	if err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/sent1", waitLong); err != nil {
+		return err
+	}
+	// Ten sends, one event.
+	if got, err := e.Pending(); err != nil || got != p {
+		return fmt.Errorf("after 10 sends: %v %v", got, err)
+	}
+	if _, err := e.Pending(); !errors.Is(err, evtchn.ErrNoEvent) {
+		return fmt.Errorf("10 sends gave a second event: %v", err)
+	}
+	e.Unmask(p)
+	if _, err := e.Pending(); !errors.Is(err, evtchn.ErrNoEvent) {
+		return fmt.Errorf("drained port fired again: %v", err)
+	}
+	// Masked: the send makes it pending but the fd stays quiet.
+	if err := e.Mask(p); err != nil {
+		return err
+	}
+	if err := publish(c, "masked", "1", peer); err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/sent2", waitLong); err != nil {
+		return err
+	}
+	fds := []unix.PollFd{{Fd: int32(e.Fd()), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, 0); n != 0 {
+		return errors.New("masked port made the fd readable")
+	}
+	if pend, _ := e.IsPending(p); !pend {
+		return errors.New("masked port not pending")
+	}
+	if err := e.Unmask(p); err != nil {
+		return err
+	}
+	if n, _ := unix.Poll(fds, 1000); n != 1 {
+		return errors.New("unmask did not deliver the pending event")
+	}
+	if got, err := e.Pending(); err != nil || got != p {
+		return fmt.Errorf("after unmask: %v %v", got, err)
+	}
+	return nil
+}
+
+func evtSend() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer := envDom("PEER")
+	p, err := bindTo(c, e, peer)
+	if err != nil {
+		return err
+	}
+	for range 10 {
+		if err := e.Notify(p); err != nil {
+			return err
+		}
+	}
+	if err := publish(c, "sent1", "1", peer); err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/masked", waitLong); err != nil {
+		return err
+	}
+	if err := e.Notify(p); err != nil {
+		return err
+	}
+	return publish(c, "sent2", "1", peer)
+}
+
+const ringRequests = 1000
+
+// ringFront shares a ring page with PEER and sends requests through it.
+func ringFront() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer := envDom("PEER")
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	s, err := g.SharePages(peer, 1, true)
+	if err != nil {
+		return err
+	}
+	p, err := e.AllocUnbound(peer)
+	if err != nil {
+		return err
+	}
+	f, err := gring.NewFront(s.Bytes(), 16, e, p)
+	if err != nil {
+		return err
+	}
+	if err := publish(c, "ring-ref", strconv.Itoa(int(s.Refs[0])), peer); err != nil {
+		return err
+	}
+	if err := publish(c, "port", strconv.Itoa(int(p)), peer); err != nil {
+		return err
+	}
+	sent, got := 0, 0
+	deadline := time.Now().Add(waitLong)
+	for got < ringRequests {
+		for sent < ringRequests && !f.Full() {
+			req := f.NextRequest()
+			putU64(req, uint64(sent))
+			putU64(req[8:], uint64(sent)+1000)
+			sent++
+		}
+		if err := f.Push(); err != nil {
+			return err
+		}
+		if err := f.WaitResponses(deadline); err != nil {
+			return fmt.Errorf("after %d responses: %w", got, err)
+		}
+		for {
+			rsp, err := f.NextResponse()
+			if err != nil {
+				return err
+			}
+			if rsp == nil {
+				break
+			}
+			if id, v := getU64(rsp), getU64(rsp[8:]); id != uint64(got) || v != id+2000 {
+				return fmt.Errorf("response %d: %d %d", got, id, v)
+			}
+			got++
+		}
+	}
+	return nil
+}
+
+func ringBack() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer, err := waitDomid(c, home(me())+"/data/peer")
+	if err != nil {
+		return err
+	}
+	ref, err := readNum(c, home(peer)+"/data/ring-ref")
+	if err != nil {
+		return err
+	}
+	rp, err := readNum(c, home(peer)+"/data/port")
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	m, err := g.Map(peer, []gnttab.Ref{gnttab.Ref(ref)}, true)
+	if err != nil {
+		return err
+	}
+	p, err := e.BindInterdomain(peer, evtchn.Port(rp))
+	if err != nil {
+		return err
+	}
+	b, err := gring.NewBack(m.Bytes(), 16, e, p)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(waitLong)
+	for served := 0; served < ringRequests; {
+		if err := b.WaitRequests(deadline); err != nil {
+			return err
+		}
+		for {
+			req, err := b.NextRequest()
+			if err != nil {
+				return err
+			}
+			if req == nil {
+				break
+			}
+			id, v := getU64(req), getU64(req[8:])
+			rsp := b.NextResponse()
+			putU64(rsp, id)
+			putU64(rsp[8:], v+1000)
+			served++
+		}
+		if err := b.Push(); err != nil {
+			return err
+		}
+	}
+	return g.Unmap(m)
+}
+
+func putU64(b []byte, v uint64) {
+	for i := range 8 {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+func getU64(b []byte) (v uint64) {
+	for i := range 8 {
+		v |= uint64(b[i]) << (8 * i)
+	}
+	return v
+}
+
+// granter checks that ending access to a mapped grant fails until the
+// mapper unmaps it.
+func granter() error {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	peer := envDom("PEER")
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	s, err := g.SharePages(peer, 1, true)
+	if err != nil {
+		return err
+	}
+	copy(s.Bytes(), "hello from the granter")
+	ro, err := g.GrantAccess(peer, s.Pages.Frames[0], true)
+	if err != nil {
+		return err
+	}
+	if err := publish(c, "ref", strconv.Itoa(int(s.Refs[0])), peer); err != nil {
+		return err
+	}
+	if err := publish(c, "ro-ref", strconv.Itoa(int(ro)), peer); err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/mapped", waitLong); err != nil {
+		return err
+	}
+	if f := g.Entry(s.Refs[0]).Flags; f&(abi.GTF_reading|abi.GTF_writing) != abi.GTF_reading|abi.GTF_writing {
+		return fmt.Errorf("flags while mapped: %#x", f)
+	}
+	if f := g.Entry(ro).Flags; f&abi.GTF_reading == 0 || f&abi.GTF_writing != 0 {
+		return fmt.Errorf("read-only grant flags while mapped: %#x", f)
+	}
+	if string(s.Bytes()[100:115]) != "mapper was here" {
+		return fmt.Errorf("mapper's write not in our page: %q", s.Bytes()[100:115])
+	}
+	if err := g.EndAccess(s.Refs[0]); !errors.Is(err, gnttab.ErrBusy) {
+		return fmt.Errorf("end access while mapped: %v", err)
+	}
+	if err := publish(c, "tried", "1", peer); err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/unmapped", waitLong); err != nil {
+		return err
+	}
+	if f := g.Entry(s.Refs[0]).Flags; f&(abi.GTF_reading|abi.GTF_writing) != 0 {
+		return fmt.Errorf("flags after unmap: %#x", f)
+	}
+	if err := g.EndAccess(ro); err != nil {
+		return err
+	}
+	return g.Unshare(s)
+}
+
+func mapper() error {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	peer, err := waitDomid(c, home(me())+"/data/peer")
+	if err != nil {
+		return err
+	}
+	ref, err := readNum(c, home(peer)+"/data/ref")
+	if err != nil {
+		return err
+	}
+	ro, err := readNum(c, home(peer)+"/data/ro-ref")
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	if _, err := g.Map(peer, []gnttab.Ref{gnttab.Ref(ro)}, true); !errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("writable map of a read-only grant: %v", err)
+	}
+	mro, err := g.Map(peer, []gnttab.Ref{gnttab.Ref(ro)}, false)
+	if err != nil {
+		return err
+	}
+	m, err := g.Map(peer, []gnttab.Ref{gnttab.Ref(ref)}, true)
+	if err != nil {
+		return err
+	}
+	if string(m.Bytes()[:5]) != "hello" || string(mro.Bytes()[:5]) != "hello" {
+		return fmt.Errorf("mapped page shows %q", m.Bytes()[:22])
+	}
+	copy(m.Bytes()[100:], "mapper was here")
+	if err := publish(c, "mapped", "1", peer); err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/tried", waitLong); err != nil {
+		return err
+	}
+	if err := g.Unmap(m); err != nil {
+		return err
+	}
+	if err := g.Unmap(mro); err != nil {
+		return err
+	}
+	return publish(c, "unmapped", "1", peer)
+}
+
+// survivor waits for its peer to die and sees its port go unbound.
+func survivor() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer, p, err := serveBound(c, e)
+	if err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(peer)+"/data/bound", waitLong); err != nil {
+		return err
+	}
+	if err := publish(c, "waiting", "1", 0); err != nil {
+		return err
+	}
+	got, err := e.Wait(waitLong)
+	if err != nil || got != p {
+		return fmt.Errorf("peer death not seen: %v %v", got, err)
+	}
+	st, err := e.Status(p)
+	if err != nil {
+		return err
+	}
+	if st.Status != abi.EVTCHNSTAT_unbound || st.RemoteDom != peer {
+		return fmt.Errorf("status after the peer died: %+v", st)
+	}
+	return e.Notify(p) // dropped without error, as on any unbound port
+}
+
+func binder() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	peer := envDom("PEER")
+	if _, err := bindTo(c, e, peer); err != nil {
+		return err
+	}
+	if err := publish(c, "bound", "1", peer); err != nil {
+		return err
+	}
+	select {} // until destroyed
+}
+
+// victim offers a grant and a port to somebody else, readable by all.
+func victim() error {
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	const other = 0x7000
+	s, err := g.SharePages(other, 1, true)
+	if err != nil {
+		return err
+	}
+	copy(s.Bytes(), "secret")
+	p, err := e.AllocUnbound(other)
+	if err != nil {
+		return err
+	}
+	for k, v := range map[string]string{"ref": strconv.Itoa(int(s.Refs[0])), "port": strconv.Itoa(int(p)), "secret": "s3cr3t"} {
+		perms := []xs.Perm{{Domid: uint32(me()), Access: xs.AccessRead}} // everyone reads
+		if k == "secret" {
+			perms = []xs.Perm{{Domid: uint32(me())}} // nobody else
+		}
+		path := home(me()) + "/data/" + k
+		if err := c.Write(path, []byte(v)); err != nil {
+			return err
+		}
+		if err := c.SetPerms(path, perms...); err != nil {
+			return err
+		}
+	}
+	if err := c.Write(home(me())+"/data/ready", []byte("1")); err != nil {
+		return err
+	}
+	if err := c.SetPerms(home(me())+"/data/ready", xs.Perm{Domid: uint32(me()), Access: xs.AccessRead}); err != nil {
+		return err
+	}
+	select {}
+}
+
+// hostile tries what a domain must not be able to do; it succeeds (exit
+// 0) only if every attempt is refused.
+func hostile() error {
+	victim := envDom("VICTIM")
+	var errs []error
+	refused := func(what string, err error, want ...syscall.Errno) {
+		for _, w := range want {
+			if errors.Is(err, w) {
+				return
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: got %v, want one of %v", what, err, want))
+	}
+	// Garbage on the agent connection, before the library uses it.
+	if err := garbage(); err != nil {
+		errs = append(errs, err)
+	}
+	c, e, err := open()
+	if err != nil {
+		return err
+	}
+	if _, err := domaintest.WaitRead(c, home(victim)+"/data/ready", waitLong); err != nil {
+		return err
+	}
+	ref, err := readNum(c, home(victim)+"/data/ref")
+	if err != nil {
+		return err
+	}
+	port, err := readNum(c, home(victim)+"/data/port")
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	_, err = g.Map(victim, []gnttab.Ref{gnttab.Ref(ref)}, false)
+	refused("map a grant for someone else", err, syscall.EPERM)
+	_, err = g.Map(victim, []gnttab.Ref{gnttab.Ref(ref + 1)}, false)
+	refused("map an unused ref", err, syscall.EPERM)
+	_, err = g.Map(victim, []gnttab.Ref{1 << 20}, false)
+	refused("map past the table", err, syscall.EINVAL)
+	buf := make([]byte, 6)
+	refused("copy from a grant for someone else", g.CopyFrom(buf, victim, gnttab.Ref(ref), 0), syscall.EPERM)
+	op := abi.GnttabCopy{Source: abi.GnttabCopyPtr{U: 0, Domid: victim}, Dest: abi.GnttabCopyPtr{U: hypercall.InlineFrame, Domid: abi.DOMID_SELF}, Len: 6}
+	_, err = g.Copy(op, nil)
+	refused("copy the victim's frame 0", err, syscall.EPERM)
+	_, err = e.BindInterdomain(victim, evtchn.Port(port))
+	refused("bind a port offered to someone else", err, syscall.EINVAL)
+	_, err = e.BindInterdomain(victim, evtchn.Port(port+1))
+	refused("bind a port not offered", err, syscall.EINVAL)
+	_, err = c.Read(home(victim) + "/data/secret")
+	refused("read a private node", err, syscall.EACCES)
+	refused("write into another's home", c.Write(home(victim)+"/data/evil", []byte("x")), syscall.EACCES)
+	refused("rewrite its own name", c.Write(home(me())+"/name", []byte("root")), syscall.EACCES)
+	refused("write into dom0's home", c.Write("/local/domain/0/evil", []byte("x")), syscall.EACCES)
+	refused("remove /vm", c.Rm("/vm"), syscall.EACCES)
+	refused("remove the victim's home", c.Rm(home(victim)), syscall.EACCES)
+	_, err = c.Directory(home(victim))
+	refused("list another's home", err, syscall.EACCES)
+	return errors.Join(errs...)
+}
+
+// garbage sends malformed requests on a duplicate of the agent
+// connection and checks that each gets an error reply.
+func garbage() error {
+	fd, err := unix.FcntlInt(3, unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	conn, err := shm.FileConn(fd)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	buf := make([]byte, hypercall.MaxMsg)
+	ev, _ := shm.NewEventFD()
+	defer ev.Close()
+	for i, msg := range [][]byte{
+		{1, 2, 3},
+		[]byte("\xff\xff\xff\xffthis is not a hypercall at all, no sir, not one bit of it"),
+		(&hypercall.Msg{ID: 77, Op: 4242}).Append(nil),
+		(&hypercall.Msg{ID: 78, Op: hypercall.OpGnttabCopy, Data: []byte{1}}).Append(nil),
+		make([]byte, hypercall.MaxMsg+1),
+	} {
+		fds := []int{}
+		if i == 2 {
+			fds = []int{ev.Fd(), ev.Fd(), ev.Fd()}
+		}
+		if err := shm.SendMsg(conn, msg, fds...); err != nil {
+			return err
+		}
+		conn.SetReadDeadline(time.Now().Add(waitLong))
+		n, got, err := shm.RecvMsg(conn, buf, hypercall.MaxFDs)
+		if err != nil {
+			return fmt.Errorf("garbage %d: %w", i, err)
+		}
+		for _, fd := range got {
+			unix.Close(fd)
+		}
+		r, err := hypercall.Decode(buf[:n])
+		if err != nil || r.Errno == 0 {
+			return fmt.Errorf("garbage %d: reply %+v %v", i, r, err)
+		}
+	}
+	return nil
+}
+
+// crashOnce crashes the first time (no marker file yet), then runs.
+func crashOnce() error {
+	marker := os.Getenv("MARKER")
+	if _, err := os.Stat(marker); err != nil {
+		os.WriteFile(marker, nil, 0o600)
+		os.Exit(3)
+	}
+	select {}
+}
+
+func sleeper() error { select {} }
+
+// whoami checks that XenStore knows it as itself, and that a child in a
+// session of its own is still taken for it.
+func whoami() error {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	id, err := c.Read("domid") // relative: its own home
+	if err != nil {
+		return err
+	}
+	if string(id) != os.Getenv("SHI_DOMID") {
+		return fmt.Errorf("relative domid reads %q, want %q", id, os.Getenv("SHI_DOMID"))
+	}
+	if err := c.Write("data/hello", []byte("x")); err != nil {
+		return err
+	}
+	if err := c.Write("/local/domain/0/data/x", []byte("x")); !errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("write as dom0 allowed: %v", err)
+	}
+	if os.Getenv("CHILD") != "" {
+		return nil
+	}
+	self, _ := hv.Self()
+	if self == nil || self.DomID() != me() {
+		return errors.New("agent connection reports another domid")
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("child in its own session: %v: %s", err, out)
+	}
+	return nil
+}
