@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+	"time"
+)
+
+func init() {
+	register("list", "list every domain of the cluster: id, name, host, state, memory, uptime", runList)
+}
+
+func runList(ctx context.Context, env *Env, args []string) int {
+	fs := flag.NewFlagSet("shi list", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		env.Errorf("list: unexpected arguments")
+		return 2
+	}
+	ds, err := agentClient(env).ListDomains(ctx)
+	if err != nil {
+		env.Errorf("%v", err)
+		return 1
+	}
+	if *asJSON {
+		return printJSON(env, ds)
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tHOST\tSTATE\tMEMORY\tUPTIME")
+	for _, d := range ds {
+		up := "-"
+		if d.State == "running" {
+			up = d.Uptime(now).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, d.Host, d.State, bytesIEC(d.MemoryMiB<<20), up)
+	}
+	tw.Flush()
+	return 0
+}
