@@ -360,6 +360,16 @@ type result struct {
 // code; it fails the test only when the program cannot run at all.
 func run(t *testing.T, ctx context.Context, env []string, argv ...string) result {
 	t.Helper()
+	r, err := runE(ctx, env, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runE is run for goroutines other than the test's own, which may not
+// call t.Fatal.
+func runE(ctx context.Context, env []string, argv ...string) (result, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(cleanEnv(), env...)
 	var out, errb bytes.Buffer
@@ -369,9 +379,9 @@ func run(t *testing.T, ctx context.Context, env []string, argv ...string) result
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("%q: %v", argv, err)
+		return r, fmt.Errorf("%q: %v", argv, err)
 	}
-	return r
+	return r, nil
 }
 
 // cleanEnv is the environment with the variables that choose a XenStore
