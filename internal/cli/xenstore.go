@@ -73,10 +73,13 @@ type xsRun struct {
 type xsExit int
 
 func runXenstore(ctx context.Context, env *Env, args []string) int {
-	if len(args) == 0 {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 		fmt.Fprintln(env.Stderr, "xenstore: Usage: shi xenstore <mode> [-h] [...]")
-		fmt.Fprintln(env.Stderr, "modes: read write rm exists list ls chmod watch mkdir")
-		return 1
+		fmt.Fprintln(env.Stderr, "modes: read write rm exists list ls chmod watch mkdir (as Xen's xenstore-<mode>)")
+		if len(args) == 0 {
+			return 1
+		}
+		return 0
 	}
 	mode, ok := xsModes[args[0]]
 	if !ok {

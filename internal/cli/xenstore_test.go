@@ -113,6 +113,7 @@ func TestXenstoreCommands(t *testing.T) {
 		{[]string{"chmod", "/vm/nope", "b0"}, "", "xenstore-chmod: Error occurred setting permissions on '/vm/nope': No such file or directory\n", 1},
 		{[]string{"watch"}, "", "xenstore-watch: Usage: shi xenstore watch [-h] [-n NR] key\n", 1},
 		{[]string{"frob"}, "", "xenstore: unknown mode frob\n", 1},
+		{[]string{"-h"}, "", "xenstore: Usage: shi xenstore <mode> [-h] [...]\nmodes: read write rm exists list ls chmod watch mkdir (as Xen's xenstore-<mode>)\n", 0},
 	} {
 		stdout, stderr, code := f.run(tc.args...)
 		if stdout != tc.stdout || stderr != tc.stderr || code != tc.code {
