@@ -23,6 +23,7 @@ import (
 
 var shared struct {
 	once  sync.Once
+	dir   string
 	agent *agent
 	proxy *proxy
 	err   error
@@ -38,6 +39,9 @@ func TestMain(m *testing.M) {
 	}
 	if p := shared.proxy; p != nil {
 		p.close()
+	}
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
 	}
 	os.Exit(code)
 }
@@ -63,6 +67,7 @@ func sharedAgent(t *testing.T) (*agent, *proxy) {
 			shared.err = err
 			return
 		}
+		shared.dir = dir
 		a, err := startAgent(shi, filepath.Join(dir, "xenstored.sock"))
 		if err != nil {
 			shared.err = err
