@@ -45,6 +45,33 @@ func waitPort(h *evtchn.Handle, deadline time.Time) error {
 	return h.Unmask(p)
 }
 
+// SpinFor is how long a pipe end polls the shared indices before it
+// sleeps on the event channel. A wake-up through the peer's eventfd costs
+// tens of microseconds on a busy host, more than moving a chunk of data,
+// so a streaming pair that slept whenever the ring ran empty or full would
+// spend its time sleeping. Zero disables polling.
+var SpinFor = 50 * time.Microsecond
+
+// spin polls ready until it reports true or SpinFor has passed.
+func spin(ready func() bool) bool {
+	if SpinFor <= 0 {
+		return false
+	}
+	var start time.Time
+	for i := 0; ; i++ {
+		if ready() {
+			return true
+		}
+		if i&63 == 63 {
+			if start.IsZero() {
+				start = time.Now()
+			} else if time.Since(start) > SpinFor {
+				return false
+			}
+		}
+	}
+}
+
 // Front is the front end of an io/ring.h ring: it produces requests and
 // consumes responses, and kicks its back end through port.
 type Front struct {
@@ -199,6 +226,9 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 			}
 			continue
 		}
+		if spin(func() bool { room, err := w.s.Writable(); return room > 0 || err != nil }) {
+			continue
+		}
 		ring.Store32(w.ctl, pipeWritWait, 1)
 		if room, err := w.s.Writable(); err != nil || room > 0 {
 			if err != nil {
@@ -244,6 +274,12 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 		}
 		if n > 0 {
 			return n, r.wakePeer(pipeWritWait)
+		}
+		if spin(func() bool {
+			avail, err := r.s.Readable()
+			return avail > 0 || err != nil || ring.Load32(r.ctl, pipeClosed) != 0
+		}) && ring.Load32(r.ctl, pipeClosed) == 0 {
+			continue
 		}
 		ring.Store32(r.ctl, pipeReadWait, 1)
 		if avail, err := r.s.Readable(); err != nil || avail > 0 {

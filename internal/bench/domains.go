@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"shi/api"
+	"shi/guest/xs"
+)
+
+// DomainsConfig says how the domain benchmarks reach the agent and what
+// their domains run.
+type DomainsConfig struct {
+	API      string // the agent's API URL
+	Xenstore string // its XenStore socket (as domain 0)
+	// Exe is the command of a benchmark domain, to which the role and its
+	// parameters are appended; default: this program with "benchdomain".
+	Exe []string
+	Env []string // extra NAME=VALUE for the domains
+	// Node pins both domains to one host (default: placement decides,
+	// which on one host is that host).
+	Node string
+}
+
+func (c *DomainsConfig) exe() ([]string, error) {
+	if len(c.Exe) > 0 {
+		return c.Exe, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{p, "benchdomain"}, nil
+}
+
+// benchDomains runs a pair of benchmark domains: first is created, then
+// second with PEER=<first's id>, then first learns second's id through
+// XenStore (~/data/peer). It waits for result under the home of the
+// domain named by resultOf (0: first, 1: second), then destroys both.
+type benchPair struct {
+	cfg    DomainsConfig
+	client *api.Client
+	xs     *xs.Client
+	doms   []api.Domain
+}
+
+func newPair(cfg DomainsConfig) (*benchPair, error) {
+	c, err := xs.Open(cfg.Xenstore)
+	if err != nil {
+		return nil, fmt.Errorf("xenstore: %w", err)
+	}
+	return &benchPair{cfg: cfg, client: api.NewClient(cfg.API), xs: c}, nil
+}
+
+func (p *benchPair) create(ctx context.Context, name string, role string, params ...string) (api.Domain, error) {
+	exe, err := p.cfg.exe()
+	if err != nil {
+		return api.Domain{}, err
+	}
+	q := func(ss []string) string {
+		var b strings.Builder
+		for i, s := range ss {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(strconv.Quote(s))
+		}
+		return b.String()
+	}
+	args := append(append(append([]string(nil), exe[1:]...), role), params...)
+	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 16\n", name, exe[0], q(args), q(p.cfg.Env))
+	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.Node})
+	if err != nil {
+		return d, fmt.Errorf("create %s: %w", name, err)
+	}
+	p.doms = append(p.doms, d)
+	return d, nil
+}
+
+// start creates the pair and introduces them.
+func (p *benchPair) start(ctx context.Context, kind, firstRole, secondRole string, params ...string) error {
+	tag := fmt.Sprintf("bench-%s-%d", kind, os.Getpid())
+	a, err := p.create(ctx, tag+"-a", firstRole, params...)
+	if err != nil {
+		return err
+	}
+	b, err := p.create(ctx, tag+"-b", secondRole, append([]string{"peer=" + strconv.Itoa(int(a.ID))}, params...)...)
+	if err != nil {
+		return err
+	}
+	return p.xs.Write(fmt.Sprintf("/local/domain/%d/data/peer", a.ID), []byte(strconv.Itoa(int(b.ID))))
+}
+
+// result waits for key in the home of domain i and returns it.
+func (p *benchPair) result(i int, key string, timeout time.Duration) (string, error) {
+	path := fmt.Sprintf("/local/domain/%d/data/%s", p.doms[i].ID, key)
+	w, err := p.xs.Watch(path, "bench")
+	if err != nil {
+		return "", err
+	}
+	defer p.xs.Unwatch(w)
+	deadline := time.After(timeout)
+	for {
+		if v, err := p.xs.Read(path); err == nil {
+			return string(v), nil
+		}
+		// The domain may have failed: then its home is gone.
+		if _, err := p.xs.Read(fmt.Sprintf("/local/domain/%d", p.doms[i].ID)); err != nil {
+			return "", fmt.Errorf("domain %s ended without a result", p.doms[i].Name)
+		}
+		select {
+		case <-w.Events():
+		case <-deadline:
+			return "", fmt.Errorf("no result from %s within %v", p.doms[i].Name, timeout)
+		}
+	}
+}
+
+func (p *benchPair) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, d := range p.doms {
+		p.client.DestroyDomain(ctx, strconv.Itoa(int(d.ID)))
+	}
+	p.xs.Close()
+}
+
+// parseDurations reads space-separated nanosecond counts.
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Fields(s) {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad result %q", s)
+		}
+		out = append(out, time.Duration(n))
+	}
+	return out, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func medianF(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}

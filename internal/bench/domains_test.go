@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"shi/internal/domain/domaintest"
+	"shi/internal/shm"
+)
+
+// TestMain lets the test binary be a benchmark's second process (shm) or
+// one of its domains.
+func TestMain(m *testing.M) {
+	shm.RunChild()
+	if os.Getenv("SHI_BENCH_DOMAIN") != "" {
+		if err := DomainMain(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func domainsConfig(e *domaintest.Env) DomainsConfig {
+	return DomainsConfig{API: e.APIURL, Xenstore: e.XenstoreSocket, Exe: []string{os.Args[0]}, Env: []string{"SHI_BENCH_DOMAIN=1"}}
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+// The benchmarks at toy sizes: they run end to end and print their table.
+func TestEvtchnBench(t *testing.T) {
+	e := domaintest.Start(t)
+	var out strings.Builder
+	if err := RunEvtchn(context.Background(), EvtchnConfig{DomainsConfig: domainsConfig(e), Rounds: 300, Runs: 3}, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if !strings.HasPrefix(lastLine(out.String()), "evtchn round trip / eventfd round trip = ") {
+		t.Fatalf("last line %q", lastLine(out.String()))
+	}
+	if len(e.Manager.List()) != 0 {
+		t.Fatal("benchmark domains left behind")
+	}
+}
+
+func TestRingBench(t *testing.T) {
+	e := domaintest.Start(t)
+	var out strings.Builder
+	cfg := RingConfig{DomainsConfig: domainsConfig(e), Bytes: 8<<20 + 4096*3 + 16, Chunk: 16 << 10, RingPages: 4, Runs: 2, MapRounds: 20}
+	if err := RunRing(context.Background(), cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if !strings.HasPrefix(lastLine(out.String()), "ring throughput / unix socket throughput = ") {
+		t.Fatalf("last line %q", lastLine(out.String()))
+	}
+}

@@ -1,0 +1,76 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"shi/internal/shm"
+)
+
+// EvtchnConfig sets "shi bench evtchn".
+type EvtchnConfig struct {
+	DomainsConfig
+	Rounds int // round trips per run (20000)
+	Runs   int // runs; the median is reported (5)
+}
+
+// RunEvtchn measures the event-channel round trip between two local
+// domains (each send one write to the peer's eventfd doorbell, each
+// receive epoll, drain and unmask) against a raw eventfd ping-pong
+// between two processes, and prints a table whose last line is the ratio.
+func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 20000
+	}
+	if cfg.Runs <= 0 {
+		cfg.Runs = 5
+	}
+	var raw []time.Duration
+	for range cfg.Runs {
+		r, err := shm.EventFDPingPong(cfg.Rounds)
+		if err != nil {
+			return fmt.Errorf("eventfd ping-pong: %w", err)
+		}
+		raw = append(raw, r.PerOp())
+	}
+	p, err := newPair(cfg.DomainsConfig)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	params := []string{"rounds=" + strconv.Itoa(cfg.Rounds), "runs=" + strconv.Itoa(cfg.Runs)}
+	if err := p.start(ctx, "evtchn", "evtchn-pong", "evtchn-ping", params...); err != nil {
+		return err
+	}
+	res, err := p.result(1, "result", 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	dom, err := parseDurations(res)
+	if err != nil {
+		return err
+	}
+	rawM, domM := median(raw), median(dom)
+	fmt.Fprintf(w, "event-channel round trip between two local domains vs a raw eventfd ping-pong (median of %d runs of %d)\n", cfg.Runs, cfg.Rounds)
+	t := &Table{W: w}
+	t.Row("path", "round trip", "runs")
+	t.Row("eventfd ping-pong (2 processes)", rawM.Round(10*time.Nanosecond).String(), fmtDurations(raw))
+	t.Row("shi event channel (2 domains)", domM.Round(10*time.Nanosecond).String(), fmtDurations(dom))
+	t.Flush()
+	fmt.Fprintf(w, "evtchn round trip / eventfd round trip = %.2fx (goal: at most 1.2x)\n", float64(domM)/float64(rawM))
+	return nil
+}
+
+func fmtDurations(ds []time.Duration) string {
+	s := ""
+	for i, d := range ds {
+		if i > 0 {
+			s += " "
+		}
+		s += d.Round(10 * time.Nanosecond).String()
+	}
+	return s
+}

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"shi/api"
+	"shi/internal/bench"
+)
+
+func init() {
+	register("benchdomain", "(internal) one side of a domain benchmark, run inside a domain by shi bench", runBenchDomain)
+	benches["evtchn"] = benchEvtchn
+	benches["ring"] = benchRing
+}
+
+// runBenchDomain is what the domains of "shi bench evtchn|ring" run.
+func runBenchDomain(ctx context.Context, env *Env, args []string) int {
+	if err := bench.DomainMain(args); err != nil {
+		env.Errorf("benchdomain: %v", err)
+		return 1
+	}
+	return 0
+}
+
+func domainsConfig(ctx context.Context, env *Env, node string) bench.DomainsConfig {
+	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: findXenstoreSocket(ctx, env), Node: node}
+}
+
+func benchEvtchn(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("shi bench evtchn", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	rounds := fs.Int("rounds", 20000, "round trips per run")
+	runs := fs.Int("runs", 5, "runs (the median is reported)")
+	node := fs.String("node", "", "host to run both domains on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
+	return bench.RunEvtchn(ctx, bench.EvtchnConfig{DomainsConfig: domainsConfig(ctx, env, *node), Rounds: *rounds, Runs: *runs}, env.Stdout)
+}
+
+func benchRing(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("shi bench ring", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	mib := fs.Int64("mib", 1024, "MiB streamed per run")
+	chunk := fs.Int("chunk", 64, "KiB per write, on both paths")
+	pages := fs.Int("pages", 64, "data pages of the ring")
+	runs := fs.Int("runs", 3, "runs (the median is reported)")
+	maps := fs.Int("maps", 2000, "grant map+unmap cycles timed")
+	spin := fs.Int("spin", 0, "µs the pipe polls before sleeping (0: the library's default, -1: none)")
+	node := fs.String("node", "", "host to run both domains on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
+	return bench.RunRing(ctx, bench.RingConfig{DomainsConfig: domainsConfig(ctx, env, *node), Bytes: *mib << 20, Chunk: *chunk << 10,
+		RingPages: *pages, Runs: *runs, MapRounds: *maps, SpinMicros: *spin}, env.Stdout)
+}
