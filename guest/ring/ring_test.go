@@ -190,4 +190,3 @@ func TestPipe(t *testing.T) {
 		t.Fatalf("pipe corrupted the stream: crc %x vs %x, len %d vs %d", crc32.ChecksumIEEE(got), crc32.ChecksumIEEE(data), len(got), len(data))
 	}
 }
-
