@@ -233,11 +233,10 @@ func (e *Engine) dispatch(c *conn, caller Caller, t *tx, m wire.Msg) ([]byte, *C
 		return wire.OK, nil, 0
 	case abi.XS_GET_DOMAIN_PATH:
 		s, err := wire.String(m.Payload)
-		d, ok := parseDomid(s)
-		if err != nil || !ok {
+		if err != nil {
 			return nil, nil, syscall.EINVAL
 		}
-		return wire.JoinStrings(HomePath(d)), nil, 0
+		return wire.JoinStrings(HomePath(atoi(s))), nil, 0
 	case abi.XS_INTRODUCE, abi.XS_RELEASE, abi.XS_RESUME, abi.XS_IS_DOMAIN_INTRODUCED, abi.XS_SET_TARGET:
 		return e.domainRequest(m)
 	case abi.XS_CONTROL:
@@ -256,6 +255,17 @@ func (c *conn) abs(p string) string {
 }
 
 func (e *Engine) read(c *conn, caller Caller, t *tx, typ uint32, path string) ([]byte, *Command, syscall.Errno) {
+	if ps, ok := e.state.meta.special[path]; ok && typ == abi.XS_GET_PERMS {
+		// The special nodes' permissions can be read like a node's.
+		if !caller.can(ps, PermRead) {
+			return nil, nil, syscall.EACCES
+		}
+		var p []byte
+		for _, pe := range ps {
+			p = append(append(p, pe.String()...), 0)
+		}
+		return p, nil, 0
+	}
 	facet := map[uint32]uint8{abi.XS_READ: obsValue, abi.XS_DIRECTORY: obsChildren, abi.XS_GET_PERMS: obsPerms}[typ]
 	x := e.reader(caller, t)
 	n, errno := x.lookup(path, PermRead, facet)
@@ -437,6 +447,16 @@ func (e *Engine) domainRequest(m wire.Msg) ([]byte, *Command, syscall.Errno) {
 		return []byte("T\x00"), nil, 0
 	}
 	return []byte("F\x00"), nil, 0
+}
+
+// atoi reads a domid as C's atoi does (leading digits; anything else is
+// 0), which XS_GET_DOMAIN_PATH uses in C xenstored.
+func atoi(s string) uint32 {
+	var v uint32
+	for i := 0; i < len(s) && s[i] >= '0' && s[i] <= '9' && v < 1<<28; i++ {
+		v = v*10 + uint32(s[i]-'0')
+	}
+	return v
 }
 
 // Sort helper shared by watch matching.
