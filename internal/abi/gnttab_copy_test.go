@@ -27,3 +27,21 @@ func TestGnttabCopyLayout(t *testing.T) {
 		t.Fatal("short copy decoded")
 	}
 }
+
+// FuzzDecodeGnttabCopy: a domain's gnttab_copy decodes or fails cleanly
+// and re-encodes to the same bytes (padding aside).
+func FuzzDecodeGnttabCopy(f *testing.F) {
+	f.Add(make([]byte, GnttabCopySize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeGnttabCopy(b)
+		if err != nil {
+			return
+		}
+		out := make([]byte, GnttabCopySize)
+		c.Encode(out)
+		back, err := DecodeGnttabCopy(out)
+		if err != nil || back != c {
+			t.Fatalf("round trip %+v -> %+v", c, back)
+		}
+	})
+}
