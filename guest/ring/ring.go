@@ -50,7 +50,7 @@ func waitPort(h *evtchn.Handle, deadline time.Time) error {
 // tens of microseconds on a busy host, more than moving a chunk of data,
 // so a streaming pair that slept whenever the ring ran empty or full would
 // spend its time sleeping. Zero disables polling.
-var SpinFor = 50 * time.Microsecond
+var SpinFor = 20 * time.Microsecond
 
 // spin polls ready until it reports true or SpinFor has passed.
 func spin(ready func() bool) bool {

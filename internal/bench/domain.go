@@ -248,14 +248,19 @@ func (d *benchDomain) ringProducer(p map[string]int64) error {
 	if err != nil {
 		return err
 	}
+	// Refs go in nodes of up to 256 (a node holds at most 4 KiB).
 	var refs []string
-	for _, r := range s.Refs {
+	for i, r := range s.Refs {
 		refs = append(refs, strconv.Itoa(int(r)))
-	}
-	for k, v := range map[string]string{"refs": strings.Join(refs, " "), "mapref": strconv.Itoa(int(mp.Refs[0]))} {
-		if err := d.publish(k, v, peer); err != nil {
-			return err
+		if len(refs) == 256 || i == len(s.Refs)-1 {
+			if err := d.publish("refs/"+strconv.Itoa(i/256), strings.Join(refs, " "), peer); err != nil {
+				return err
+			}
+			refs = refs[:0]
 		}
+	}
+	if err := d.publish("mapref", strconv.Itoa(int(mp.Refs[0])), peer); err != nil {
+		return err
 	}
 	if err := d.publish("port", strconv.Itoa(int(port)), peer); err != nil {
 		return err
@@ -286,19 +291,28 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 	if err != nil {
 		return err
 	}
-	v, err := d.read(d.home(peer) + "refs")
+	// mapref is published last: then all refs are there.
+	mapref, err := d.readNum(d.home(peer) + "mapref")
 	if err != nil {
 		return err
 	}
 	var refs []gnttab.Ref
-	for _, f := range strings.Fields(v) {
-		n, err := strconv.ParseUint(f, 10, 32)
+	for i := 0; ; i++ {
+		v, err := d.xs.Read(d.home(peer) + "refs/" + strconv.Itoa(i))
 		if err != nil {
-			return err
+			break
 		}
-		refs = append(refs, gnttab.Ref(n))
+		for _, f := range strings.Fields(string(v)) {
+			n, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				return err
+			}
+			refs = append(refs, gnttab.Ref(n))
+		}
 	}
-	mapref, err := d.readNum(d.home(peer) + "mapref")
+	if len(refs) != 1+int(p["pages"]) {
+		return fmt.Errorf("benchdomain: got %d ring refs, want %d", len(refs), 1+p["pages"])
+	}
 	if err != nil {
 		return err
 	}

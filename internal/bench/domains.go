@@ -73,7 +73,7 @@ func (p *benchPair) create(ctx context.Context, name string, role string, params
 		return b.String()
 	}
 	args := append(append(append([]string(nil), exe[1:]...), role), params...)
-	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 16\n", name, exe[0], q(args), q(p.cfg.Env))
+	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\n", name, exe[0], q(args), q(p.cfg.Env))
 	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.Node})
 	if err != nil {
 		return d, fmt.Errorf("create %s: %w", name, err)
@@ -104,17 +104,25 @@ func (p *benchPair) result(i int, key string, timeout time.Duration) (string, er
 		return "", err
 	}
 	defer p.xs.Unwatch(w)
+	rel, err := p.xs.Watch("@releaseDomain", "bench-rel") // a failed domain goes
+	if err != nil {
+		return "", err
+	}
+	defer p.xs.Unwatch(rel)
 	deadline := time.After(timeout)
 	for {
 		if v, err := p.xs.Read(path); err == nil {
 			return string(v), nil
 		}
-		// The domain may have failed: then its home is gone.
-		if _, err := p.xs.Read(fmt.Sprintf("/local/domain/%d", p.doms[i].ID)); err != nil {
-			return "", fmt.Errorf("domain %s ended without a result", p.doms[i].Name)
+		// A domain may have failed: then its home is gone.
+		for _, d := range p.doms {
+			if _, err := p.xs.Read(fmt.Sprintf("/local/domain/%d", d.ID)); err != nil {
+				return "", fmt.Errorf("domain %s ended before the result came", d.Name)
+			}
 		}
 		select {
 		case <-w.Events():
+		case <-rel.Events():
 		case <-deadline:
 			return "", fmt.Errorf("no result from %s within %v", p.doms[i].Name, timeout)
 		}

@@ -16,7 +16,7 @@ type RingConfig struct {
 	DomainsConfig
 	Bytes     int64 // streamed per run (1 GiB)
 	Chunk     int   // writer's write size (64 KiB)
-	RingPages int   // data pages of the ring (64: 256 KiB)
+	RingPages int   // data pages of the ring (1024: 4 MiB)
 	Runs      int   // runs; the median is reported (3)
 	MapRounds int   // grant map+unmap cycles timed (2000)
 	// SpinMicros, if set, overrides how long the pipe polls before it
@@ -32,7 +32,7 @@ func (c *RingConfig) defaults() {
 		c.Chunk = 64 << 10
 	}
 	if c.RingPages <= 0 {
-		c.RingPages = 64
+		c.RingPages = 1024
 	}
 	if c.Runs <= 0 {
 		c.Runs = 3

@@ -46,7 +46,7 @@ func benchRing(ctx context.Context, env *Env, args []string) error {
 	fs.SetOutput(env.Stderr)
 	mib := fs.Int64("mib", 1024, "MiB streamed per run")
 	chunk := fs.Int("chunk", 64, "KiB per write, on both paths")
-	pages := fs.Int("pages", 64, "data pages of the ring")
+	pages := fs.Int("pages", 1024, "data pages of the ring (a power of two)")
 	runs := fs.Int("runs", 3, "runs (the median is reported)")
 	maps := fs.Int("maps", 2000, "grant map+unmap cycles timed")
 	spin := fs.Int("spin", 0, "µs the pipe polls before sleeping (0: the library's default, -1: none)")
