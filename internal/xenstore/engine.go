@@ -1,8 +1,10 @@
 package xenstore
 
 import (
+	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"shi/internal/abi"
@@ -106,10 +108,60 @@ func (e *Engine) Applied(s *State, res Result) []Delivery {
 	for _, ev := range res.Events {
 		hits = e.match(ev, hits[:0])
 		for _, w := range hits {
-			if w.c.dom != 0 && !e.permitted(w.c, ev) {
-				continue
+			if d, ok := e.deliver(w, ev); ok {
+				out = append(out, d)
 			}
-			out = append(out, Delivery{Conn: w.c.id, Msg: wire.WatchEvent(w.report(ev.Path), w.token), Event: true})
+		}
+	}
+	return out
+}
+
+// deliver builds w's event for ev, unless w may not see it or the event
+// would not fit in a message (C xenstored drops those too: libxenstore
+// would take an over-long message for a broken connection).
+func (e *Engine) deliver(w *watch, ev Event) (Delivery, bool) {
+	if w.c.dom != 0 && !e.permitted(w.c, ev) {
+		return Delivery{}, false
+	}
+	path := w.report(ev.Path)
+	if len(path)+len(w.token)+2 > abi.XENSTORE_PAYLOAD_MAX {
+		return Delivery{}, false
+	}
+	return Delivery{Conn: w.c.id, Msg: wire.WatchEvent(path, w.token), Event: true}, true
+}
+
+// Reset installs a state that replaced the old one wholesale (a snapshot
+// restored on a lagging replica). What changed is unknown, so every watch
+// fires once with its own path, subject to the usual permission check
+// (spurious events are allowed; clients re-read).
+func (e *Engine) Reset(s *State) []Delivery {
+	old := e.state
+	e.state = s
+	var all []*watch
+	for _, ws := range e.watches {
+		all = append(all, ws...)
+	}
+	sortWatches(all)
+	var out []Delivery
+	for _, w := range all {
+		ev := Event{Path: w.path, Exact: true}
+		if w.path[0] == '@' {
+			ev.Perms = s.meta.special[w.path]
+		} else {
+			for _, st := range []*State{s, old} {
+				if n := st.Get(w.path); n != nil {
+					ev.Perms = n.Perms
+					break
+				}
+			}
+			if w.path != "/" {
+				if p := s.Get(parentOf(w.path)); p != nil {
+					ev.ParentPerms = p.Perms
+				}
+			}
+		}
+		if d, ok := e.deliver(w, ev); ok {
+			out = append(out, d)
 		}
 	}
 	return out
@@ -321,8 +373,12 @@ func (e *Engine) directoryPart(c *conn, caller Caller, t *tx, payload []byte) ([
 	if errno != 0 {
 		return nil, nil, errno
 	}
-	off, _ := strconv.Atoi(ss[1]) // atoi, as C xenstored: garbage is 0
-	off = max(off, 0)
+	// C xenstored reads the offset with atoi into an unsigned: leading
+	// digits only, and a negative number is past any end.
+	off := int(atoi(ss[1]))
+	if strings.HasPrefix(strings.TrimLeft(ss[1], " \t\n\v\f\r"), "-") {
+		off = math.MaxInt32
+	}
 	all := wire.JoinStrings(n.Children...)
 	gen := strconv.FormatUint(n.Gen(), 10)
 	out := append([]byte(gen), 0)
@@ -452,6 +508,8 @@ func (e *Engine) domainRequest(m wire.Msg) ([]byte, *Command, syscall.Errno) {
 // atoi reads a domid as C's atoi does (leading digits; anything else is
 // 0), which XS_GET_DOMAIN_PATH uses in C xenstored.
 func atoi(s string) uint32 {
+	s = strings.TrimLeft(s, " \t\n\v\f\r")
+	s = strings.TrimPrefix(s, "+")
 	var v uint32
 	for i := 0; i < len(s) && s[i] >= '0' && s[i] <= '9' && v < 1<<28; i++ {
 		v = v*10 + uint32(s[i]-'0')

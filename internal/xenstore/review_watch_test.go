@@ -16,7 +16,6 @@ import (
 // broken connection (E2BIG, closes the fd), so sending it kills the
 // watcher's handle.
 func TestReviewWatchEventNeverExceedsPayloadMax(t *testing.T) {
-	t.Skip("review: Engine.Applied builds watch events longer than XENSTORE_PAYLOAD_MAX; fix pending")
 	e := NewEngine(NewState(DefaultQuota()))
 	e.Open(1, 0)
 	tok := strings.Repeat("t", 3000)
@@ -35,7 +34,6 @@ func TestReviewWatchEventNeverExceedsPayloadMax(t *testing.T) {
 // (send_directory_part): "-1" is past the end (reply "<gen>\0\0"), and "2x"
 // is 2. strconv.Atoi makes both 0 and returns the list from the start.
 func TestReviewDirectoryPartOffsetLikeAtoi(t *testing.T) {
-	t.Skip("review: DIRECTORY_PART offset parsed with strconv.Atoi, not C's unsigned atoi; fix pending")
 	e := NewEngine(NewState(DefaultQuota()))
 	e.Open(1, 0)
 	for _, p := range []string{"/d/aa", "/d/bb"} {

@@ -126,7 +126,7 @@ func (e *Engine) match(ev Event, hits []*watch) []*watch {
 func (e *Engine) permitted(c *conn, ev Event) bool {
 	caller := e.state.Caller(c.dom)
 	if ev.Path[0] == '@' {
-		return caller.can(ev.Perms, PermRead)
+		return len(ev.Perms) > 0 && caller.can(ev.Perms, PermRead)
 	}
 	for _, ps := range []Perms{ev.OldPerms, ev.Perms, ev.ParentPerms} {
 		if len(ps) > 0 && caller.can(ps, PermRead) {
