@@ -128,6 +128,31 @@ func (d *benchDomain) publish(key, value string, reader abi.DomID) error {
 	})
 }
 
+// waitGo waits until the benchmark has written run's number (or a later
+// one) to ~/data/go: runs alternate with the baseline's, so both see the
+// same load.
+func (d *benchDomain) waitGo(run int64) error {
+	path := d.home(d.me) + "go"
+	w, err := d.xs.Watch(path, "go")
+	if err != nil {
+		return err
+	}
+	defer d.xs.Unwatch(w)
+	deadline := time.After(10 * time.Minute)
+	for {
+		if v, err := d.xs.Read(path); err == nil {
+			if n, err := strconv.ParseInt(string(v), 10, 64); err == nil && n >= run {
+				return nil
+			}
+		}
+		select {
+		case <-w.Events():
+		case <-deadline:
+			return fmt.Errorf("benchdomain: no go for run %d", run)
+		}
+	}
+}
+
 func (d *benchDomain) peer(p map[string]int64) (abi.DomID, error) {
 	if v, ok := p["peer"]; ok {
 		return abi.DomID(v), nil
@@ -210,17 +235,22 @@ func (d *benchDomain) evtchnPing(p map[string]int64) error {
 	if err := roundTrip(); err != nil { // warm-up: doorbells in place
 		return err
 	}
-	var res []string
-	for range p["runs"] {
+	for run := range p["runs"] {
+		if err := d.waitGo(run); err != nil {
+			return err
+		}
 		t0 := time.Now()
 		for range p["rounds"] {
 			if err := roundTrip(); err != nil {
 				return err
 			}
 		}
-		res = append(res, strconv.FormatInt(int64(time.Since(t0))/p["rounds"], 10))
+		perOp := int64(time.Since(t0)) / p["rounds"]
+		if err := d.publish("result/"+strconv.FormatInt(run, 10), strconv.FormatInt(perOp, 10), 0); err != nil {
+			return err
+		}
 	}
-	return d.publish("result", strings.Join(res, " "), 0)
+	return nil
 }
 
 func (d *benchDomain) ringProducer(p map[string]int64) error {
@@ -273,14 +303,21 @@ func (d *benchDomain) ringProducer(p map[string]int64) error {
 	for i := range buf {
 		buf[i] = byte(i)
 	}
-	total := p["runs"] * p["bytes"]
-	for off := int64(0); off < total; off += chunk {
-		n := min(chunk, total-off)
-		if n >= 8 {
-			binary.LittleEndian.PutUint64(buf, uint64(off))
-		}
-		if _, err := pw.Write(buf[:n]); err != nil {
+	var off int64
+	for run := range p["runs"] {
+		if err := d.waitGo(run); err != nil {
 			return err
+		}
+		// Stream byte o is buf[o%chunk], where buf starts with the offset
+		// of o's chunk: each write stays within one chunk.
+		for end := off + p["bytes"]; off < end; {
+			at := off % chunk
+			n := min(chunk-at, end-off)
+			binary.LittleEndian.PutUint64(buf, uint64(off-at))
+			if _, err := pw.Write(buf[at : at+n]); err != nil {
+				return err
+			}
+			off += n
 		}
 	}
 	return pw.Close()
@@ -338,8 +375,10 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 	chunk := p["chunk"]
 	buf := make([]byte, chunk)
 	var off int64
-	res := []string{"stream"}
-	for range p["runs"] {
+	for run := range p["runs"] {
+		if err := d.waitGo(run); err != nil {
+			return err
+		}
 		t0 := time.Now()
 		end := off + p["bytes"]
 		for off < end {
@@ -355,7 +394,9 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 			}
 			off += int64(n)
 		}
-		res = append(res, strconv.FormatInt(int64(time.Since(t0)), 10))
+		if err := d.publish("result/"+strconv.FormatInt(run, 10), strconv.FormatInt(int64(time.Since(t0)), 10), 0); err != nil {
+			return err
+		}
 	}
 	if _, err := pr.Read(buf[:1]); err != io.EOF {
 		return fmt.Errorf("benchdomain: stream longer than expected: %v", err)
@@ -370,6 +411,5 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 			return err
 		}
 	}
-	res = append(res, "map", strconv.FormatInt(int64(time.Since(t0)), 10))
-	return d.publish("result", strings.Join(res, " "), 0)
+	return d.publish("map", strconv.FormatInt(int64(time.Since(t0)), 10), 0)
 }

@@ -129,6 +129,25 @@ func (p *benchPair) result(i int, key string, timeout time.Duration) (string, er
 	}
 }
 
+// run starts run i in every domain of the pair and returns the nanosecond
+// figure that domain i published for it.
+func (p *benchPair) run(i, run int) (time.Duration, error) {
+	for _, d := range p.doms {
+		if err := p.xs.Write(fmt.Sprintf("/local/domain/%d/data/go", d.ID), []byte(strconv.Itoa(run))); err != nil {
+			return 0, err
+		}
+	}
+	v, err := p.result(i, "result/"+strconv.Itoa(run), 5*time.Minute)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad result %q", v)
+	}
+	return time.Duration(n), nil
+}
+
 func (p *benchPair) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -136,19 +155,6 @@ func (p *benchPair) close() {
 		p.client.DestroyDomain(ctx, strconv.Itoa(int(d.ID)))
 	}
 	p.xs.Close()
-}
-
-// parseDurations reads space-separated nanosecond counts.
-func parseDurations(s string) ([]time.Duration, error) {
-	var out []time.Duration
-	for _, f := range strings.Fields(s) {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("bad result %q", s)
-		}
-		out = append(out, time.Duration(n))
-	}
-	return out, nil
 }
 
 func median(ds []time.Duration) time.Duration {

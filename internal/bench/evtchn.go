@@ -28,14 +28,6 @@ func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 	if cfg.Runs <= 0 {
 		cfg.Runs = 5
 	}
-	var raw []time.Duration
-	for range cfg.Runs {
-		r, err := shm.EventFDPingPong(cfg.Rounds)
-		if err != nil {
-			return fmt.Errorf("eventfd ping-pong: %w", err)
-		}
-		raw = append(raw, r.PerOp())
-	}
 	p, err := newPair(cfg.DomainsConfig)
 	if err != nil {
 		return err
@@ -45,13 +37,20 @@ func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 	if err := p.start(ctx, "evtchn", "evtchn-pong", "evtchn-ping", params...); err != nil {
 		return err
 	}
-	res, err := p.result(1, "result", 5*time.Minute)
-	if err != nil {
-		return err
-	}
-	dom, err := parseDurations(res)
-	if err != nil {
-		return err
+	// Runs alternate between the two paths, so that both see the same
+	// load on a shared machine.
+	var raw, dom []time.Duration
+	for i := range cfg.Runs {
+		r, err := shm.EventFDPingPong(cfg.Rounds)
+		if err != nil {
+			return fmt.Errorf("eventfd ping-pong: %w", err)
+		}
+		raw = append(raw, r.PerOp())
+		d, err := p.run(1, i)
+		if err != nil {
+			return err
+		}
+		dom = append(dom, d)
 	}
 	rawM, domM := median(raw), median(dom)
 	fmt.Fprintf(w, "event-channel round trip between two local domains vs a raw eventfd ping-pong (median of %d runs of %d)\n", cfg.Runs, cfg.Rounds)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"shi/internal/shm"
@@ -48,14 +47,6 @@ func (c *RingConfig) defaults() {
 // is the throughput ratio.
 func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	cfg.defaults()
-	var sock []float64
-	for range cfg.Runs {
-		r, err := shm.UnixStreamThroughput(cfg.Bytes, cfg.Chunk)
-		if err != nil {
-			return fmt.Errorf("unix socket: %w", err)
-		}
-		sock = append(sock, r.BytesPerSecond())
-	}
 	p, err := newPair(cfg.DomainsConfig)
 	if err != nil {
 		return err
@@ -69,26 +60,27 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	if err := p.start(ctx, "ring", "ring-consumer", "ring-producer", params...); err != nil {
 		return err
 	}
-	res, err := p.result(0, "result", 10*time.Minute)
-	if err != nil {
-		return err
-	}
-	// "stream NS NS ... map NS"
-	streamPart, mapPart, ok := strings.Cut(res, " map ")
-	if !ok {
-		return fmt.Errorf("bad result %q", res)
-	}
-	runs, err := parseDurations(strings.TrimPrefix(streamPart, "stream "))
-	if err != nil {
-		return err
-	}
-	mapT, err := parseDurations(mapPart)
-	if err != nil || len(mapT) != 1 {
-		return fmt.Errorf("bad result %q", res)
-	}
-	var ring []float64
-	for _, d := range runs {
+	// Runs alternate between the two paths (see RunEvtchn).
+	var sock, ring []float64
+	for i := range cfg.Runs {
+		r, err := shm.UnixStreamThroughput(cfg.Bytes, cfg.Chunk)
+		if err != nil {
+			return fmt.Errorf("unix socket: %w", err)
+		}
+		sock = append(sock, r.BytesPerSecond())
+		d, err := p.run(0, i)
+		if err != nil {
+			return err
+		}
 		ring = append(ring, float64(cfg.Bytes)/d.Seconds())
+	}
+	v, err := p.result(0, "map", 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	mapNs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad map result %q", v)
 	}
 	gb := func(xs []float64) string {
 		s := ""
@@ -101,7 +93,7 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 		return s
 	}
 	sockM, ringM := medianF(sock), medianF(ring)
-	perMap := mapT[0] / time.Duration(cfg.MapRounds)
+	perMap := time.Duration(mapNs) / time.Duration(cfg.MapRounds)
 	fmt.Fprintf(w, "%s stream between two local domains through a granted ring (%d KiB) vs a Unix socket between two processes (median of %d runs)\n",
 		bytesIEC(cfg.Bytes), cfg.RingPages*4, cfg.Runs)
 	t := &Table{W: w}
