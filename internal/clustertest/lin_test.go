@@ -294,40 +294,71 @@ func checkHistory(t *testing.T, h *history, visualize bool) (porcupine.CheckResu
 	return res, path
 }
 
-// TestLinearizable records randomized concurrent histories on 3 hosts with
-// -consistent-reads while the leader is killed, the leader is cut off and
-// a follower is cut off, and checks them: zero violations.
+// TestLinearizable records randomized concurrent histories with
+// -consistent-reads on every agent while hosts fail, and checks them: zero
+// violations. On 3 hosts the leader is killed, then cut off, then a
+// follower is cut off; on 5 the leader is killed, then the cluster splits
+// 2|3 with the leader on the small side.
 func TestLinearizable(t *testing.T) {
-	c := Start(t, Options{Hosts: 3, ConsistentReads: true, CommitTimeout: commitTimeout})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	pause := func(d time.Duration) { time.Sleep(d) } // the clients work meanwhile
-	h := recordHistory(t, c, "/lin", func() {
-		pause(time.Second)
-		l := c.Leader(ctx)
-		t.Logf("kill the leader %s", c.Host(l).Name)
-		c.Host(l).Kill()
-		pause(2 * time.Second)
-		c.Host(l).Start()
-		l = c.Leader(ctx)
-		pause(time.Second)
-		t.Logf("cut off the leader %s", c.Host(l).Name)
-		c.Cut(l)
-		pause(3 * time.Second)
-		c.Heal(l)
-		l = c.Leader(ctx)
-		f := (l + 1) % 3
-		t.Logf("cut off a follower %s", c.Host(f).Name)
-		c.Cut(f)
-		pause(2 * time.Second)
-		c.Heal(f)
-		c.Leader(ctx)
-		pause(time.Second)
+	t.Run("3-hosts", func(t *testing.T) {
+		c := Start(t, Options{Hosts: 3, ConsistentReads: true, CommitTimeout: commitTimeout})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		h := recordHistory(t, c, "/lin", func() {
+			pause(time.Second) // the clients work meanwhile
+			l := c.Leader(ctx)
+			t.Logf("kill the leader %s", c.Host(l).Name)
+			c.Host(l).Kill()
+			pause(2 * time.Second)
+			c.Host(l).Start()
+			l = c.Leader(ctx)
+			pause(time.Second)
+			t.Logf("cut off the leader %s", c.Host(l).Name)
+			c.Cut(l)
+			pause(3 * time.Second)
+			c.Heal(l)
+			l = c.Leader(ctx)
+			f := (l + 1) % 3
+			t.Logf("cut off a follower %s", c.Host(f).Name)
+			c.Cut(f)
+			pause(2 * time.Second)
+			c.Heal(f)
+			c.Leader(ctx)
+			pause(time.Second)
+		})
+		if res, path := checkHistory(t, h, true); res != porcupine.Ok {
+			t.Errorf("history with -consistent-reads is %s (visualization: %s)", res, path)
+		}
 	})
-	if res, path := checkHistory(t, h, true); res != porcupine.Ok {
-		t.Errorf("history with -consistent-reads is %s (visualization: %s)", res, path)
-	}
+	t.Run("5-hosts", func(t *testing.T) {
+		c := Start(t, Options{Hosts: 5, ConsistentReads: true, CommitTimeout: commitTimeout})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		h := recordHistory(t, c, "/lin", func() {
+			pause(time.Second)
+			l := c.Leader(ctx)
+			t.Logf("kill the leader %s", c.Host(l).Name)
+			c.Host(l).Kill()
+			pause(2 * time.Second)
+			c.Host(l).Start()
+			l = c.Leader(ctx)
+			pause(time.Second)
+			small := []int{l, (l + 1) % 5}
+			t.Logf("split hosts %v (the leader's side) from %v", small, others(5, small...))
+			c.NS.Partition(small, others(5, small...))
+			pause(3 * time.Second)
+			c.NS.Unpartition()
+			c.Leader(ctx)
+			pause(time.Second)
+		})
+		if res, path := checkHistory(t, h, true); res != porcupine.Ok {
+			t.Errorf("history with -consistent-reads is %s (visualization: %s)", res, path)
+		}
+	})
 }
+
+// pause lets the clients of a history work for d while nothing changes.
+func pause(d time.Duration) { time.Sleep(d) }
 
 // testLocalReads records a history with the default, local reads during a
 // leader kill and reports whether reads were stale: only read-your-writes
@@ -336,13 +367,13 @@ func testLocalReads(t *testing.T, c *Cluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	h := recordHistory(t, c, "/lin-local", func() {
-		time.Sleep(2 * time.Second)
+		pause(2 * time.Second)
 		l := c.Leader(ctx)
 		c.Host(l).Kill()
-		time.Sleep(2 * time.Second)
+		pause(2 * time.Second)
 		c.Host(l).Start()
 		c.Leader(ctx)
-		time.Sleep(time.Second)
+		pause(time.Second)
 	})
 	res, _ := checkHistory(t, h, false)
 	stale, reads := staleReads(h.ops)
