@@ -321,7 +321,15 @@ func TestLinearizable(t *testing.T) {
 			f := (l + 1) % 3
 			t.Logf("cut off a follower %s", c.Host(f).Name)
 			c.Cut(f)
-			pause(2 * time.Second)
+			// Reads there fail with EAGAIN once the read index cannot be
+			// had within the commit timeout.
+			x := c.Host(f).XS()
+			start := time.Now()
+			err := Within(x, opTimeout, func() error { _, err := x.Read("/local/domain/0/name"); return err })
+			if took := time.Since(start); !errors.Is(err, syscall.EAGAIN) || took > commitTimeout+3*time.Second {
+				t.Errorf("a read on %s, cut off, with -consistent-reads: %v after %v, want EAGAIN within about %v", c.Host(f).Name, err, took, commitTimeout)
+			}
+			pause(time.Second)
 			c.Heal(f)
 			c.Leader(ctx)
 			pause(time.Second)
