@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"shi/api"
@@ -166,21 +167,21 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 }
 
 // bootstrapStore writes what a Xen toolstack writes for dom0, once per
-// cluster.
+// cluster: the keys go in one transaction that only applies while /tool
+// does not exist.
 func (a *agent) bootstrapStore(ctx context.Context) error {
-	for _, c := range []*xenstore.Command{
-		{Op: xenstore.OpWrite, Path: "/local/domain/0/name", Value: []byte("Domain-0")},
-		{Op: xenstore.OpWrite, Path: "/local/domain/0/domid", Value: []byte("0")},
-		{Op: xenstore.OpMkdir, Path: "/vm"},
-		{Op: xenstore.OpMkdir, Path: "/tool"},
-	} {
-		_, resp, err := a.commit.Commit(ctx, directory.XenstoreEntry(c))
-		if err == nil && resp.Xs.Err != 0 {
-			err = resp.Xs.Err
-		}
-		if err != nil {
-			return fmt.Errorf("xenstore bootstrap %s %s: %v", c.Op, c.Path, err)
-		}
+	c := xenstore.CreateOnce("/tool",
+		xenstore.Command{Op: xenstore.OpWrite, Path: "/local/domain/0/name", Value: []byte("Domain-0")},
+		xenstore.Command{Op: xenstore.OpWrite, Path: "/local/domain/0/domid", Value: []byte("0")},
+		xenstore.Command{Op: xenstore.OpMkdir, Path: "/vm"},
+		xenstore.Command{Op: xenstore.OpMkdir, Path: "/tool"},
+	)
+	_, resp, err := a.commit.Commit(ctx, directory.XenstoreEntry(c))
+	if err == nil && resp.Xs.Err != 0 && resp.Xs.Err != syscall.EAGAIN {
+		err = resp.Xs.Err
+	}
+	if err != nil {
+		return fmt.Errorf("xenstore bootstrap: %v", err)
 	}
 	return nil
 }

@@ -83,12 +83,13 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 func (a *agent) localMeta() membership.Meta {
 	cpus, total, free := hostResources()
 	return membership.Meta{
-		APIURL:   a.apiURL,
-		RaftAddr: net.JoinHostPort(a.cfg.BindIP, fmt.Sprint(a.cfg.RaftPort)),
-		CPUs:     cpus,
-		MemTotal: total,
-		MemFree:  free,
-		Version:  Version,
+		InCluster: a.node.HasState(),
+		APIURL:    a.apiURL,
+		RaftAddr:  net.JoinHostPort(a.cfg.BindIP, fmt.Sprint(a.cfg.RaftPort)),
+		CPUs:      cpus,
+		MemTotal:  total,
+		MemFree:   free,
+		Version:   Version,
 	}
 }
 
@@ -107,7 +108,8 @@ func (a *agent) hostsView() []directory.Host {
 	now := time.Now()
 	var out []directory.Host
 	for _, m := range a.members.Members() {
-		h := directory.Host{Name: m.Name, RaftAddr: m.Meta.RaftAddr, Alive: m.State == membership.StateAlive, Left: m.State == membership.StateLeft}
+		h := directory.Host{Name: m.Name, RaftAddr: m.Meta.RaftAddr, Alive: m.State == membership.StateAlive,
+			Left: m.State == membership.StateLeft, InCluster: m.Meta.InCluster}
 		if !h.Alive {
 			h.DownFor = now.Sub(m.StateChange)
 		}
@@ -131,6 +133,8 @@ func (a *agent) bootstrapLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if a.node.HasState() || a.node.Leader() != "" {
+			// Tell the others at once, so nobody bootstraps beside us.
+			a.members.UpdateMeta(a.localMeta(), 2*time.Second)
 			return
 		}
 		voters, ok := directory.InitialVoters(a.hostsView(), a.cfg.BootstrapExpect)
@@ -183,18 +187,17 @@ func (a *agent) leaderLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !a.node.IsLeader() {
+		if !a.node.Ready() {
 			wasLeader = false
 			continue
 		}
 		if !wasLeader {
-			// New term: write the cluster's first keys if missing, and
-			// this leader's quota.
+			// New term, and this leader has applied everything before it:
+			// write the cluster's first keys (once per cluster) and this
+			// leader's quota.
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if a.replica.State().Get("/local/domain/0/name") == nil {
-				if err := a.bootstrapStore(cctx); err != nil {
-					a.log.Warn("writing the first keys", "err", err)
-				}
+			if err := a.bootstrapStore(cctx); err != nil {
+				a.log.Warn("writing the first keys", "err", err)
 			}
 			if err := a.syncQuota(cctx); err != nil {
 				a.log.Warn("setting the quota", "err", err)

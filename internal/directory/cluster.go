@@ -30,6 +30,9 @@ var _ Committer = (*Cluster)(nil)
 
 // Commit implements Committer.
 func (c *Cluster) Commit(ctx context.Context, entry []byte) (uint64, Response, error) {
+	if err := ValidEntry(entry); err != nil {
+		return 0, Response{}, err
+	}
 	return retry(ctx, func() (uint64, Response, error) {
 		if c.Node.IsLeader() {
 			return c.Node.Apply(ctx, entry)
@@ -138,7 +141,7 @@ const MaxEntry = 1 << 20
 // ServeCommit handles a forwarded entry on the leader.
 func (c *Cluster) ServeCommit(w http.ResponseWriter, r *http.Request) {
 	entry, err := io.ReadAll(io.LimitReader(r.Body, MaxEntry+1))
-	if err != nil || len(entry) == 0 || len(entry) > MaxEntry {
+	if err != nil || len(entry) > MaxEntry || ValidEntry(entry) != nil {
 		http.Error(w, "bad entry", http.StatusBadRequest)
 		return
 	}

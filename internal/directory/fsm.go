@@ -2,6 +2,7 @@ package directory
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -74,6 +75,37 @@ func DomainEntry(c DomainCmd) []byte {
 
 // NoopEntry is an entry that changes nothing (a barrier).
 func NoopEntry() []byte { return []byte{entryNoop} }
+
+// ErrBadEntry reports an entry that must not enter the log.
+var ErrBadEntry = errors.New("directory: malformed log entry")
+
+// ValidEntry checks an entry before it is proposed: Apply panics on an
+// unknown entry type (replicas must not drift apart), so nothing that
+// arrives from outside may reach the log unchecked.
+func ValidEntry(b []byte) error {
+	if len(b) == 0 {
+		return ErrBadEntry
+	}
+	switch b[0] &^ flagIgnorable {
+	case entryXenstore:
+		var c xenstore.Command
+		if c.UnmarshalBinary(b[1:]) != nil {
+			return ErrBadEntry
+		}
+		return nil
+	case entryDomain:
+		if _, err := decodeDomainCmd(b[1:]); err != nil {
+			return ErrBadEntry
+		}
+		return nil
+	case entryNoop:
+		return nil
+	}
+	if b[0]&flagIgnorable != 0 {
+		return nil
+	}
+	return ErrBadEntry
+}
 
 // Apply applies the entry at index.
 func (f *FSM) Apply(index uint64, data []byte) Response {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -47,10 +48,18 @@ type NodeConfig struct {
 // Node is this host's Raft server, applying committed entries to a
 // Replica.
 type Node struct {
-	cfg   NodeConfig
-	r     *raft.Raft
-	trans *raft.NetworkTransport
-	close []func() error
+	cfg     NodeConfig
+	r       *raft.Raft
+	replica *Replica
+	trans   *raft.NetworkTransport
+	close   []func() error
+	stop    chan struct{}
+
+	// Leadership terms as this server sees them: termGen counts changes;
+	// readyGen is the termGen in which this server, as leader, has applied
+	// everything committed before its term (a barrier). Linearizable reads
+	// are served only then.
+	termGen, readyGen atomic.Uint64
 }
 
 // NewNode starts a Raft server for replica. It restores the replica from
@@ -80,7 +89,9 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 	if cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
-	n := &Node{cfg: cfg}
+	n := &Node{cfg: cfg, replica: replica, stop: make(chan struct{})}
+	notify := make(chan bool, 8)
+	rc.NotifyCh = notify
 	var (
 		logs   raft.LogStore
 		stable raft.StableStore
@@ -123,7 +134,34 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		return nil, err
 	}
 	n.r = r
+	go n.watchLeadership(notify)
 	return n, nil
+}
+
+// watchLeadership tracks terms; on becoming leader it issues a barrier and
+// then marks the term ready for reads.
+func (n *Node) watchLeadership(notify <-chan bool) {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case leader := <-notify:
+			g := n.termGen.Add(1)
+			if leader {
+				go func() {
+					if n.r.Barrier(0).Error() == nil && n.termGen.Load() == g {
+						n.readyGen.Store(g)
+					}
+				}()
+			}
+		}
+	}
+}
+
+// Ready reports whether this server leads and has applied everything
+// committed before its term.
+func (n *Node) Ready() bool {
+	return n.r.State() == raft.Leader && n.readyGen.Load() == n.termGen.Load()
 }
 
 func (n *Node) shutdownStores() {
@@ -135,6 +173,7 @@ func (n *Node) shutdownStores() {
 // Shutdown stops the server.
 func (n *Node) Shutdown() error {
 	err := n.r.Shutdown().Error()
+	close(n.stop)
 	n.trans.Close()
 	n.shutdownStores()
 	return err
@@ -226,14 +265,19 @@ func (n *Node) Apply(ctx context.Context, entry []byte) (uint64, Response, error
 	return f.Index(), resp, nil
 }
 
-// ReadIndex returns an index that covers every write acknowledged before
-// the call, after confirming leadership with a quorum: a replica that has
-// applied it may answer a linearizable read.
+// ReadIndex returns an index that covers every change acknowledged
+// before the call: a replica that has applied it may answer a
+// linearizable read. It is this leader's applied index, taken after the
+// term's barrier (so every change an earlier leader acknowledged is in)
+// and confirmed by a quorum still following this leader (so no newer
+// leader has acknowledged anything). Indexes count our own entries only,
+// which is what Replica.Applied tracks.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
-	if n.r.State() != raft.Leader {
+	g := n.termGen.Load()
+	if n.r.State() != raft.Leader || n.readyGen.Load() != g {
 		return 0, ErrNotLeader
 	}
-	idx := n.r.CommitIndex()
+	idx := n.replica.Applied()
 	errc := make(chan error, 1)
 	go func() { errc <- n.r.VerifyLeader().Error() }()
 	select {
@@ -243,6 +287,9 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		}
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	}
+	if n.termGen.Load() != g {
+		return 0, ErrNotLeader
 	}
 	return idx, nil
 }

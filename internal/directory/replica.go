@@ -58,15 +58,13 @@ func (r *Replica) Snapshot() Snapshot {
 	return r.fsm.Snapshot()
 }
 
-// Restore replaces the state with a snapshot. Watches cannot know what
-// changed, so every watch fires once (spurious events are allowed; clients
-// re-read).
+// Restore replaces the state with a snapshot. What changed is unknown, so
+// every watch fires once (spurious events are allowed; clients re-read).
 func (r *Replica) Restore(f *FSM) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fsm = f
-	r.deliverLocked(r.eng.Applied(f.State(), xenstore.Result{Events: []xenstore.Event{{Path: "/"}}}))
-	r.deliverLocked(r.eng.Applied(f.State(), xenstore.Result{Events: []xenstore.Event{{Path: xenstore.IntroduceDomain}, {Path: xenstore.ReleaseDomain}}}))
+	r.deliverLocked(r.eng.Reset(f.State()))
 	close(r.applied)
 	r.applied = make(chan struct{})
 }

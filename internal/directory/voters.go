@@ -7,11 +7,12 @@ import (
 
 // Host is what membership says about a host, as the voter planner needs it.
 type Host struct {
-	Name     string
-	RaftAddr string
-	Alive    bool
-	Left     bool          // left on purpose
-	DownFor  time.Duration // how long it has been failed (0 if alive)
+	Name      string
+	RaftAddr  string
+	Alive     bool
+	Left      bool          // left on purpose
+	DownFor   time.Duration // how long it has been failed (0 if alive)
+	InCluster bool          // already belongs to a directory cluster
 }
 
 // ChangeKind is a Raft configuration change.
@@ -111,10 +112,14 @@ func sorted(s []Server) []Server {
 // InitialVoters picks the hosts that bootstrap the cluster: once at least
 // `want` hosts with Raft addresses are alive, the `want` lowest names.
 // Every host computes the same list from the same view; a host not in it
-// waits to be added by the leader.
+// waits to be added by the leader. If any live host already belongs to a
+// cluster, nobody bootstraps: the newcomer waits for that cluster's leader.
 func InitialVoters(hosts []Host, want int) ([]Server, bool) {
 	var live []Host
 	for _, h := range hosts {
+		if h.Alive && h.InCluster {
+			return nil, false
+		}
 		if h.Alive && h.RaftAddr != "" {
 			live = append(live, h)
 		}

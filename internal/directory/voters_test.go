@@ -53,4 +53,8 @@ func TestInitialVoters(t *testing.T) {
 	if !ok || len(got) != 3 || got[0].ID != "a" || got[2].ID != "c" {
 		t.Fatalf("got %+v", got)
 	}
+	hs[3].InCluster = true
+	if got, ok := InitialVoters(hs, 3); ok {
+		t.Fatalf("bootstrapped beside an existing cluster: %+v", got)
+	}
 }

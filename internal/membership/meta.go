@@ -28,6 +28,9 @@ type Meta struct {
 	MemFree  uint64 `json:"free,omitempty"`
 	// Version is the agent's version string.
 	Version string `json:"ver,omitempty"`
+	// InCluster is set once the host belongs to a directory cluster, so
+	// that a host joining later never bootstraps a second one.
+	InCluster bool `json:"in,omitempty"`
 }
 
 // wireMeta is Meta plus what only this package uses.

@@ -168,3 +168,11 @@ func parseDomid(s string) (uint32, bool) {
 	}
 	return v, v <= 0xFFFF
 }
+
+// CreateOnce returns a transaction command that applies ops only if
+// marker does not exist yet (else it fails with EAGAIN). The agent writes
+// the cluster's first keys this way, so a later leader never rewrites
+// keys a user changed.
+func CreateOnce(marker string, ops ...Command) *Command {
+	return &Command{Op: OpTx, Obs: []Observation{{Path: marker, Facets: obsExist}}, Ops: ops}
+}
