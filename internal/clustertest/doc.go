@@ -14,6 +14,17 @@
 // Agents run with -test-timing (fast failure detection and elections) and
 // -test-faults (the transport fault hook, set with Host.SetFaults) unless
 // Options say otherwise. Every helper polls; none sleeps a fixed time.
+// The hosts' addresses exist only inside their namespaces, so the API
+// client of each Host dials from inside its namespace; XenStore sockets
+// are Unix sockets, reachable from anywhere.
+//
+// What the tests show about the directory's semantics: a host cut off
+// from the majority refuses changes with EROFS within about two commit
+// timeouts (a change in flight when the cable goes ends in EIO: its
+// outcome is unknown) and keeps serving reads from its replica, or, with
+// -consistent-reads, refuses them with EAGAIN; default reads are local
+// and can be stale across connections (TestCluster3/local-reads logs how
+// often), while each connection reads its own writes.
 //
 // The package is test-only: it imports testing and is never linked into
 // the shi binary. Its tests need root (network namespaces) and are skipped
