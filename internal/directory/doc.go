@@ -1,6 +1,6 @@
 // Package directory is the cluster's replicated, consistent state: the
 // XenStore tree and the domain table, kept by Raft (hashicorp/raft with a
-// raft-boltdb log store). It is the only package that imports raft.
+// log store on bbolt, logstore.go). It is the only package that imports raft.
 //
 // fsm.go is the pure state machine: log entries (a type byte, then a
 // XenStore command or a domain-table command) applied in order; no clock,

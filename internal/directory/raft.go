@@ -15,7 +15,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb"
 
 	"shi/internal/faultnet"
 )
@@ -104,7 +103,7 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, err
 		}
-		bs, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+		bs, err := openLogStore(filepath.Join(cfg.DataDir, "log.db"))
 		if err != nil {
 			return nil, fmt.Errorf("raft log store: %w", err)
 		}
