@@ -3,12 +3,15 @@
 // ports, Fd is readable while one of them is pending, Pending returns a
 // fired port masked, Unmask re-arms it.
 //
-// Each port is backed by an eventfd: pending while its counter is
-// non-zero, so any number of sends before the receiver looks coalesce
-// into one event. A Handle watches its ports with one epoll set
-// (EPOLLONESHOT): a reported port stays masked until Unmask, which
-// re-checks and reports it again if it became pending meanwhile, as Xen's
-// EVTCHNOP_unmask does.
+// Each port is backed by an eventfd, watched edge-triggered by the
+// handle's epoll set: every send wakes the set, and the sends that arrive
+// before the receiver collects them coalesce into one report, which is
+// Xen's pending bit (set by a send, cleared by delivery). The counter is
+// never read, so receiving an event is one epoll_wait and nothing else.
+// Masking is the handle's own bookkeeping: a masked port that fires is
+// remembered and delivered by Unmask, as Xen's EVTCHNOP_unmask re-checks
+// PENDING. Fd may therefore report readable for a masked port; Pending
+// then returns ErrNoEvent.
 //
 // Sending to a peer on the same host is one write(2) to the peer port's
 // eventfd, which the agent handed over when the ports were bound; it never
@@ -19,8 +22,8 @@ package evtchn
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,7 +60,10 @@ type port struct {
 	ev     *shm.EventFD // its own eventfd
 	bell   int          // the peer's doorbell, -1 if none
 	remote bool         // the peer is on another host: send through the agent
-	masked atomic.Bool
+
+	// Guarded by Handle.qmu.
+	masked bool
+	fired  bool // fired while masked: Unmask delivers it
 }
 
 func (p *port) close() {
@@ -90,14 +96,35 @@ type Handle struct {
 
 	// wmu serialises waits on the epoll set and guards evs.
 	wmu sync.Mutex
-	evs [1]unix.EpollEvent
+	evs [8]unix.EpollEvent
+
+	// qmu guards queue and every port's masked and fired.
+	qmu   sync.Mutex
+	queue []Port // fired and unmasked, not yet returned
+
+	// self is in the epoll set so that Fd turns readable when Unmask
+	// delivers an event that fired while masked.
+	self *shm.EventFD
 }
+
+// selfToken is self's token in the epoll set (ports are positive).
+const selfToken = -1
 
 // Open returns a new handle of the domain behind c (hv.Self() for this
 // process's own).
 func Open(c *hv.Conn) (*Handle, error) {
 	ep, err := shm.NewEpoll()
 	if err != nil {
+		return nil, err
+	}
+	self, err := shm.NewEventFD()
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	if err := ep.Add(self.Fd(), unix.EPOLLIN, selfToken); err != nil {
+		ep.Close()
+		self.Close()
 		return nil, err
 	}
 	dp := c.Value(domPortsKey{}, func() any {
@@ -107,7 +134,7 @@ func Open(c *hv.Conn) (*Handle, error) {
 		c.Handle(hypercall.NotifyEvtchnRelease, dp.release)
 		return dp
 	}).(*domPorts)
-	return &Handle{c: c, dp: dp, ep: ep, ports: map[Port]*port{}}, nil
+	return &Handle{c: c, dp: dp, ep: ep, self: self, ports: map[Port]*port{}}, nil
 }
 
 // OpenSelf opens a handle of this process's domain.
@@ -119,8 +146,8 @@ func OpenSelf() (*Handle, error) {
 	return Open(c)
 }
 
-// Fd is a descriptor for poll/epoll: readable while a bound, unmasked
-// port is pending.
+// Fd is a descriptor for poll/epoll: readable once a port has fired (or a
+// masked one, after which Pending returns ErrNoEvent).
 func (h *Handle) Fd() int { return h.ep.Fd() }
 
 // DomID is the id of the handle's domain.
@@ -204,7 +231,9 @@ func (h *Handle) adopt(r hypercall.Msg, fds []int) error {
 		p.close()
 		return ErrClosed
 	}
-	if err := h.ep.Add(p.ev.Fd(), unix.EPOLLIN|unix.EPOLLONESHOT, int32(pn)); err != nil {
+	// Added while already pending (a bind kicks its new port), it is
+	// reported once.
+	if err := h.ep.Add(p.ev.Fd(), unix.EPOLLIN|unix.EPOLLET, int32(pn)); err != nil {
 		p.close()
 		return err
 	}
@@ -274,8 +303,7 @@ func (h *Handle) Notify(p Port) error {
 }
 
 // Pending is xenevtchn_pending on a non-blocking handle: a port that has
-// fired, now masked (Unmask it when done) and no longer pending; or
-// ErrNoEvent.
+// fired, now masked (Unmask it when done); or ErrNoEvent.
 func (h *Handle) Pending() (Port, error) { return h.wait(0) }
 
 // Wait blocks until a port fires, or for at most timeout (negative: no
@@ -291,8 +319,14 @@ func (h *Handle) Wait(timeout time.Duration) (Port, error) {
 func (h *Handle) wait(msec int) (Port, error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
-	deadline := time.Now().Add(time.Duration(msec) * time.Millisecond)
+	var deadline time.Time
+	if msec > 0 {
+		deadline = time.Now().Add(time.Duration(msec) * time.Millisecond)
+	}
 	for {
+		if p, ok := h.next(); ok {
+			return p, nil
+		}
 		n, err := h.ep.Wait(h.evs[:], msec)
 		if err != nil {
 			if h.isClosed() {
@@ -303,22 +337,58 @@ func (h *Handle) wait(msec int) (Port, error) {
 		if n == 0 {
 			return 0, ErrNoEvent
 		}
-		pn := Port(h.evs[0].Fd)
-		h.mu.RLock()
-		p := h.ports[pn]
-		if p != nil {
-			p.masked.Store(true) // EPOLLONESHOT disarmed it
-			p.ev.Drain()
-		}
-		h.mu.RUnlock()
-		if p != nil {
-			return pn, nil
-		}
-		// The port closed after epoll saw it; look again.
+		h.collect(h.evs[:n])
 		if msec > 0 {
 			if msec = int(time.Until(deadline) / time.Millisecond); msec <= 0 {
 				msec = 0
 			}
+		}
+	}
+}
+
+// next takes the first queued port that is still bound and unmasked, and
+// masks it.
+func (h *Handle) next() (Port, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	for len(h.queue) > 0 {
+		pn := h.queue[0]
+		h.queue = h.queue[1:]
+		if p := h.ports[pn]; p != nil {
+			if p.masked {
+				p.fired = true
+				continue
+			}
+			p.masked = true
+			return pn, true
+		}
+	}
+	return 0, false
+}
+
+// collect sorts reported ports into the queue, or marks masked ones as
+// fired.
+// Preconditions: h.wmu held.
+func (h *Handle) collect(evs []unix.EpollEvent) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	for _, ev := range evs {
+		if ev.Fd == selfToken {
+			h.self.Drain()
+			continue
+		}
+		pn := Port(ev.Fd)
+		p := h.ports[pn]
+		switch {
+		case p == nil: // closed meanwhile
+		case p.masked:
+			p.fired = true
+		case !slices.Contains(h.queue, pn):
+			h.queue = append(h.queue, pn)
 		}
 	}
 }
@@ -329,8 +399,8 @@ func (h *Handle) isClosed() bool {
 	return h.closed
 }
 
-// Unmask is xenevtchn_unmask: re-arm p; if it became pending while
-// masked, it fires again.
+// Unmask is xenevtchn_unmask: p may fire again, and does at once if it
+// fired while masked.
 func (h *Handle) Unmask(p Port) error {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -338,14 +408,19 @@ func (h *Handle) Unmask(p Port) error {
 	if pt == nil {
 		return ErrNotBound
 	}
-	if !pt.masked.Swap(false) {
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	pt.masked = false
+	if !pt.fired {
 		return nil
 	}
-	return h.ep.Modify(pt.ev.Fd(), unix.EPOLLIN|unix.EPOLLONESHOT, int32(p))
+	pt.fired = false
+	h.queue = append(h.queue, p)
+	return h.self.Signal() // for whoever polls Fd
 }
 
 // Mask stops p from firing; sends still make it pending, and Unmask
-// reports that.
+// delivers that.
 func (h *Handle) Mask(p Port) error {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -353,24 +428,31 @@ func (h *Handle) Mask(p Port) error {
 	if pt == nil {
 		return ErrNotBound
 	}
-	if pt.masked.Swap(true) {
-		return nil
-	}
-	return h.ep.Modify(pt.ev.Fd(), 0, int32(p))
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	pt.masked = true
+	return nil
 }
 
-// IsPending reports whether p is pending (whether or not it is masked),
-// without clearing it.
+// IsPending reports whether p has fired and not yet been returned by
+// Pending or Wait, masked or not.
 func (h *Handle) IsPending(p Port) (bool, error) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	n, err := h.ep.Wait(h.evs[:], 0)
+	if err != nil {
+		return false, err
+	}
+	h.collect(h.evs[:n])
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	pt := h.ports[p]
 	if pt == nil {
 		return false, ErrNotBound
 	}
-	fds := []unix.PollFd{{Fd: int32(pt.ev.Fd()), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return n > 0 && err == nil, err
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	return pt.fired || slices.Contains(h.queue, p), nil
 }
 
 // Unbind is xenevtchn_unbind: close p. An interdomain peer's port becomes
@@ -450,6 +532,7 @@ func (h *Handle) Close() error {
 		delete(h.ports, pn)
 	}
 	h.mu.Unlock()
+	h.self.Close()
 	return h.ep.Close()
 }
 

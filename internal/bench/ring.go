@@ -16,7 +16,7 @@ type RingConfig struct {
 	Bytes     int64 // streamed per run (1 GiB)
 	Chunk     int   // writer's write size (64 KiB)
 	RingPages int   // data pages of the ring (1024: 4 MiB)
-	Runs      int   // runs; the median is reported (3)
+	Runs      int   // runs; the median is reported (5)
 	MapRounds int   // grant map+unmap cycles timed (2000)
 	// SpinMicros, if set, overrides how long the pipe polls before it
 	// sleeps (guest/ring.SpinFor); -1 disables polling.
@@ -34,7 +34,7 @@ func (c *RingConfig) defaults() {
 		c.RingPages = 1024
 	}
 	if c.Runs <= 0 {
-		c.Runs = 3
+		c.Runs = 5
 	}
 	if c.MapRounds <= 0 {
 		c.MapRounds = 2000

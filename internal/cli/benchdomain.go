@@ -31,8 +31,8 @@ func domainsConfig(ctx context.Context, env *Env, node string) bench.DomainsConf
 func benchEvtchn(ctx context.Context, env *Env, args []string) error {
 	fs := flag.NewFlagSet("shi bench evtchn", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
-	rounds := fs.Int("rounds", 20000, "round trips per run")
-	runs := fs.Int("runs", 5, "runs (the median is reported)")
+	rounds := fs.Int("rounds", 10000, "round trips per run")
+	runs := fs.Int("runs", 11, "runs (the median is reported)")
 	node := fs.String("node", "", "host to run both domains on")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,7 +47,7 @@ func benchRing(ctx context.Context, env *Env, args []string) error {
 	mib := fs.Int64("mib", 1024, "MiB streamed per run")
 	chunk := fs.Int("chunk", 64, "KiB per write, on both paths")
 	pages := fs.Int("pages", 1024, "data pages of the ring (a power of two)")
-	runs := fs.Int("runs", 3, "runs (the median is reported)")
+	runs := fs.Int("runs", 5, "runs (the median is reported)")
 	maps := fs.Int("maps", 2000, "grant map+unmap cycles timed")
 	spin := fs.Int("spin", 0, "µs the pipe polls before sleeping (0: the library's default, -1: none)")
 	node := fs.String("node", "", "host to run both domains on")
