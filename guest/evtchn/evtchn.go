@@ -327,7 +327,7 @@ func (h *Handle) wait(msec int) (Port, error) {
 		if p, ok := h.next(); ok {
 			return p, nil
 		}
-		n, err := h.ep.Wait(h.evs[:], msec)
+		n, err := h.epollWait(msec)
 		if err != nil {
 			if h.isClosed() {
 				return 0, ErrClosed
@@ -344,6 +344,35 @@ func (h *Handle) wait(msec int) (Port, error) {
 			}
 		}
 	}
+}
+
+// HotWait is how long a Wait first blocks without giving its thread's P
+// back to the Go scheduler (see shm.Epoll.WaitHot): an event channel's
+// round trip then costs what a raw eventfd ping-pong does, instead of
+// twice the scheduler's hand-off. Longer waits block normally.
+var HotWait = 2 * time.Millisecond
+
+// epollWait waits up to msec (-1: forever) for ports to fire.
+// Preconditions: h.wmu held.
+func (h *Handle) epollWait(msec int) (int, error) {
+	if msec == 0 || HotWait <= 0 {
+		return h.ep.Wait(h.evs[:], msec)
+	}
+	hot := int(HotWait / time.Millisecond)
+	if msec > 0 {
+		hot = min(hot, msec)
+	}
+	start := time.Now()
+	n, err := h.ep.WaitHot(h.evs[:], hot)
+	if n != 0 || err != nil {
+		return n, err
+	}
+	if msec > 0 {
+		if msec -= int(time.Since(start) / time.Millisecond); msec <= 0 {
+			return h.ep.Wait(h.evs[:], 0)
+		}
+	}
+	return h.ep.Wait(h.evs[:], msec)
 }
 
 // next takes the first queued port that is still bound and unmasked, and

@@ -251,7 +251,31 @@ func evtSend() error {
 	if err := e.Notify(p); err != nil {
 		return err
 	}
-	return publish(c, "sent2", "1", peer)
+	if err := publish(c, "sent2", "1", peer); err != nil {
+		return err
+	}
+	return waitGone(c, home(peer)+"/data/masked") // our home must outlive the peer's last read
+}
+
+// waitGone waits until the domain owning node (which we could read) has
+// been released: its nodes went with it.
+func waitGone(c *xs.Client, node string) error {
+	w, err := c.Watch(node, "gone") // fires when its domain is removed
+	if err != nil {
+		return err
+	}
+	defer c.Unwatch(w)
+	deadline := time.After(waitLong)
+	for {
+		if _, err := c.Read(node); err != nil {
+			return nil
+		}
+		select {
+		case <-w.Events():
+		case <-deadline:
+			return fmt.Errorf("%s still there", node)
+		}
+	}
 }
 
 const ringRequests = 1000
@@ -494,7 +518,10 @@ func mapper() error {
 	if err := g.Unmap(mro); err != nil {
 		return err
 	}
-	return publish(c, "unmapped", "1", peer)
+	if err := publish(c, "unmapped", "1", peer); err != nil {
+		return err
+	}
+	return waitGone(c, home(peer)+"/data/tried")
 }
 
 // survivor waits for its peer to die and sees its port go unbound.

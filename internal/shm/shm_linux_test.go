@@ -417,3 +417,22 @@ func TestMapPagesContiguous(t *testing.T) {
 		t.Fatal("mapped no pages")
 	}
 }
+
+func TestEpollWaitHot(t *testing.T) {
+	ep, err := NewEpoll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	e, _ := NewEventFD()
+	defer e.Close()
+	ep.Add(e.Fd(), unix.EPOLLIN, 3)
+	evs := make([]unix.EpollEvent, 2)
+	if n, err := ep.WaitHot(evs, 1); n != 0 || err != nil {
+		t.Fatalf("idle: %d %v", n, err)
+	}
+	e.Signal()
+	if n, err := ep.WaitHot(evs, 1000); n != 1 || err != nil || evs[0].Fd != 3 {
+		t.Fatalf("ready: %d %v %+v", n, err, evs[0])
+	}
+}

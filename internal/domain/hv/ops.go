@@ -2,6 +2,7 @@ package hv
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 
 	"shi/internal/abi"
@@ -287,7 +288,11 @@ func (h *Hypervisor) mapGrant(d *vdom, m hypercall.Msg, r *reply) error {
 	mp, st := h.gnt.Map(d.id, DomID(m.Dom), abi.GrantRef(m.Ref), readonly)
 	r.m.Status = int16(st)
 	if st != gnttab.Okay {
-		return grantErr("map", st)
+		ro := ""
+		if readonly {
+			ro = " read-only"
+		}
+		return grantErr(fmt.Sprintf("map%s of dom%d ref %d", ro, m.Dom, m.Ref), st)
 	}
 	g := h.doms[mp.Granter]
 	pg := g.pages[mp.Frame] // pinned frames exist (gnttab checked through Frame)
