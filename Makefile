@@ -3,12 +3,13 @@
 # make fuzz   each Fuzz target for FUZZTIME (the plain test run replays
 #             only their seed corpora)
 # make race   the tests under the race detector (about twice as slow)
+# make bench-cluster  the 3-host cluster benchmarks (root; RUNS=3 for three runs)
 
 GO       ?= go
 FUZZTIME ?= 10s
 TESTFLAGS ?=
 
-.PHONY: all test deps fmt vet unit build fuzz race clean
+.PHONY: all test deps fmt vet unit build fuzz race clean bench-cluster
 
 all: build
 
@@ -47,3 +48,7 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# The 3-host cluster benchmarks (root, a few minutes; RUNS=3 for three runs).
+bench-cluster:
+	scripts/bench-cluster.sh

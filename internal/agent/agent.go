@@ -102,6 +102,9 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	}
 	defer apil.Close()
 	a.apiURL = "http://" + apil.Addr().String()
+	if a.faults != nil {
+		apil = a.faults.Listener(apil) // forwarded changes see the test faults too
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

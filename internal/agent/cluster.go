@@ -43,7 +43,7 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		return nil, fmt.Errorf("directory: %w", err)
 	}
 	a.node = node
-	a.cluster = &directory.Cluster{Node: node, APIOf: a.apiOf, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	a.cluster = &directory.Cluster{Node: node, APIOf: a.apiOf, HTTP: a.peerHTTP()}
 	a.commit = a.cluster
 
 	mc := membership.DefaultConfig()
@@ -78,6 +78,17 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		a.members.Shutdown()
 		a.node.Shutdown()
 	}, nil
+}
+
+// peerHTTP is the client for other agents' APIs (forwarded changes), with
+// the test fault hook on its connections.
+func (a *agent) peerHTTP() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	if a.faults != nil {
+		t.DialContext = a.faults.Dial((&net.Dialer{Timeout: 10 * time.Second}).DialContext)
+	}
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
 func (a *agent) localMeta() membership.Meta {
