@@ -384,7 +384,9 @@ func (m *Manager) restart(r *running) {
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := m.createHere(ctx, r.cfg, r.spec)
+	cfg := *r.cfg
+	cfg.UUID = r.dom.UUID // the same VM, rebooted: a new domid, the same uuid
+	d, err := m.createHere(ctx, &cfg, r.spec)
 	if err != nil {
 		m.log.Error("domain restart failed", "name", r.cfg.Name, "err", err)
 		return

@@ -138,7 +138,7 @@ func TestRestartOnCrash(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if again.State != directory.StateRunning || again.UUID != first.UUID && first.UUID == "" {
+	if again.State != directory.StateRunning || again.UUID != first.UUID || again.Name != "phoenix" {
 		t.Fatalf("restarted as %+v", again)
 	}
 	if err := e.Manager.Destroy(context.Background(), strconv.Itoa(int(again.ID))); err != nil {
