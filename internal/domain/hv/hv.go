@@ -249,14 +249,9 @@ func (h *Hypervisor) RemoveDomain(id DomID) {
 func (h *Hypervisor) removeLocked(d *vdom) {
 	// Notifications first, while its ports still exist: the kernel does
 	// them as it unmaps a dying process's grants.
-	for hd, n := range d.maps {
-		if n.none() {
-			continue
-		}
-		for _, m := range h.gnt.Mappings(d.id) {
-			if m.Handle == hd {
-				h.fireNotify(d, m.Granter, m.Frame, n)
-			}
+	for _, m := range h.gnt.Mappings(d.id) {
+		if n, ok := d.maps[m.Handle]; ok && !n.none() {
+			h.fireNotify(d, m.Granter, m.Frame, n)
 		}
 	}
 	for gfn, n := range d.shares {
