@@ -291,7 +291,7 @@ func (h *Handle) Notify(p Port) error {
 		return ErrNotBound
 	}
 	if pt.bell >= 0 {
-		err := shm.Signal(pt.bell)
+		err := shm.SignalHot(pt.bell)
 		h.mu.RUnlock()
 		return err
 	}

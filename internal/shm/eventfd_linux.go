@@ -41,10 +41,12 @@ func (e *EventFD) Signal() error { return Signal(e.fd) }
 func Signal(fd int) error {
 	_, err := unix.Write(fd, one)
 	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		return fmt.Errorf("shm: signal eventfd: %w", err)
+		return wrapSignal(err)
 	}
 	return nil
 }
+
+func wrapSignal(err error) error { return fmt.Errorf("shm: signal eventfd: %w", err) }
 
 // Drain reads and resets the counter, returning how many signals it held
 // (0 if none).

@@ -436,3 +436,19 @@ func TestEpollWaitHot(t *testing.T) {
 		t.Fatalf("ready: %d %v %+v", n, err, evs[0])
 	}
 }
+
+func TestSignalHot(t *testing.T) {
+	e, _ := NewEventFD()
+	defer e.Close()
+	for range 2 {
+		if err := SignalHot(e.Fd()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := e.Drain(); n != 2 {
+		t.Fatalf("counter %d", n)
+	}
+	if err := SignalHot(-1); err == nil {
+		t.Fatal("signal on a bad fd succeeded")
+	}
+}
