@@ -158,6 +158,7 @@ func (c *Cluster) ServeCommit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	c.Node.Nudge()
 	writeReply(w, forwardReply{Index: idx, Errno: int(resp.Xs.Err), Err: resp.Err, Domain: resp.Domain})
 }
 

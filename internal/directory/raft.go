@@ -59,6 +59,8 @@ type Node struct {
 	// everything committed before its term (a barrier). Linearizable reads
 	// are served only then.
 	termGen, readyGen atomic.Uint64
+
+	nudging atomic.Bool // a nudge entry is in flight
 }
 
 // NewNode starts a Raft server for replica. It restores the replica from
@@ -291,6 +293,21 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		return 0, ErrNotLeader
 	}
 	return idx, nil
+}
+
+// Nudge makes followers learn the current commit index now rather than
+// at the next append (Raft's CommitTimeout): it proposes a no-op entry,
+// whose append carries the commit index. At most one is in flight. The
+// leader calls it after committing an entry a follower forwarded, because
+// that follower's next read waits until it has applied the entry.
+func (n *Node) Nudge() {
+	if !n.nudging.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer n.nudging.Store(false)
+		n.r.Apply(NoopEntry(), time.Second).Error()
+	}()
 }
 
 // Barrier waits until every entry committed before it is applied here.
