@@ -39,7 +39,8 @@ const (
 	// fds: the port's eventfd, then the peer's doorbell unless the peer
 	// is remote (Flags&FlagRemote).
 	OpEvtchnBindInterdomain Op = 3
-	// in: -. out: Port; fds: the port's eventfd (also its own doorbell).
+	// in: -. out: Port; fds: the port's eventfd, then its doorbell (the
+	// same eventfd: an IPI port signals itself).
 	OpEvtchnBindIPI Op = 4
 	// in: Port. The slow path of a send: the agent kicks the peer.
 	OpEvtchnSend Op = 5
