@@ -26,6 +26,7 @@ import (
 
 	"shi/api"
 	"shi/internal/directory"
+	"shi/internal/domain"
 	"shi/internal/faultnet"
 	"shi/internal/membership"
 	"shi/internal/xenstore"
@@ -73,6 +74,7 @@ type agent struct {
 	replica *directory.Replica
 	commit  directory.Committer
 	xs      *server.Server
+	domains *domain.Manager
 	apiURL  string
 
 	// Cluster mode only.
@@ -135,7 +137,19 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if cfg.ConsistentReads && a.cluster != nil {
 		backend.ReadIndex = a.cluster.ReadIndex
 	}
-	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota})
+	a.domains, err = domain.NewManager(domain.ManagerConfig{
+		Host: cfg.Name, Replica: a.replica, Committer: a.commit, Logger: log.With("sub", "domains"),
+		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, Hosts: a.placementHosts,
+		Output: a.domainOutput,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.domains.Close() // kills this host's domains; runs before the cluster stops
+	if err := a.domains.Reconcile(ctx); err != nil {
+		log.Warn("domains of an earlier agent could not be marked dead", "err", err)
+	}
+	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota, Identify: a.domains.Identify})
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)

@@ -25,6 +25,9 @@ func (a *agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.nodes()) })
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.info()) })
 	mux.HandleFunc("GET /metrics", a.metrics)
+	dh := a.domains.Handler(a.hostAPI)
+	mux.Handle("/v1/domains", dh)
+	mux.Handle("/v1/domains/", dh)
 	if a.cluster != nil {
 		mux.HandleFunc("POST /v1/internal/commit", a.cluster.ServeCommit)
 		mux.HandleFunc("POST /v1/internal/readindex", a.cluster.ServeReadIndex)

@@ -55,6 +55,10 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid:    true,
 			Pdeathsig: syscall.SIGKILL,
+			// A network namespace of its own (only a loopback, down):
+			// a domain reaches the cluster through its agent connection
+			// and XenStore, never the agent's API or the hosts' network.
+			Cloneflags: syscall.CLONE_NEWNET,
 		},
 	}
 	if pw != nil {

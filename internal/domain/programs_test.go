@@ -6,6 +6,7 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -671,6 +672,15 @@ func hostile() error {
 	refused("remove the victim's home", c.Rm(home(victim)), syscall.EACCES)
 	_, err = c.Directory(home(victim))
 	refused("list another's home", err, syscall.EACCES)
+	// The agent's API (create, destroy, forwarded commits) is out of
+	// reach: a domain has a network namespace of its own.
+	if u := os.Getenv("SHI_AGENT"); u != "" {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		if resp, err := hc.Get(u + "/v1/domains"); err == nil {
+			resp.Body.Close()
+			errs = append(errs, fmt.Errorf("reached the agent's API at %s", u))
+		}
+	}
 	return errors.Join(errs...)
 }
 

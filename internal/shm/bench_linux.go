@@ -125,12 +125,13 @@ func EventFDPingPong(rounds int) (BenchResult, error) {
 		}
 	}()
 	var buf [8]byte
+	// Raw syscalls on both sides, as the event-channel path uses: the
+	// baseline must not pay for Go's scheduler hand-off when shi does not.
 	roundTrip := func() error {
-		if err := Signal(ping); err != nil {
+		if err := SignalHot(ping); err != nil {
 			return err
 		}
-		_, err := unix.Read(pong, buf[:])
-		return err
+		return readHot(pong, buf[:])
 	}
 	if err := roundTrip(); err != nil { // warm-up; the child is up after this
 		return res, err
@@ -156,10 +157,10 @@ func pongChild(roundsArg string) error {
 	}
 	var buf [8]byte
 	for range rounds {
-		if _, err := unix.Read(3, buf[:]); err != nil {
+		if err := readHot(3, buf[:]); err != nil {
 			return err
 		}
-		if err := Signal(4); err != nil {
+		if err := SignalHot(4); err != nil {
 			return err
 		}
 	}
