@@ -231,3 +231,50 @@ func waitLeader(t *testing.T, url string) {
 	}
 	t.Fatal("no leader within 30s")
 }
+
+// TestDevAgentDomains creates, lists and destroys a domain through the
+// agent's API, and a watcher on its XenStore socket sees @releaseDomain.
+func TestDevAgentDomains(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dev, cfg.Name, cfg.APIAddr = true, "dev", "127.0.0.1:0"
+	cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
+	info, _ := started(t, cfg)
+	ctx := context.Background()
+	c := api.NewClient(info.APIURL)
+
+	w := dialXS(t, info.XenstoreSocket)
+	w.do(abi.XS_WATCH, "@releaseDomain\x00rel\x00")
+	wire.Read(w.r) // the initial event
+
+	d, err := c.CreateDomain(ctx, api.DomainSpec{Config: "name = \"sleeper\"\nmemory = 8\ncmd = \"/bin/sleep\"\nargs = [\"60\"]\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID == 0 || d.Host != "dev" {
+		t.Fatalf("created %+v", d)
+	}
+	x := dialXS(t, info.XenstoreSocket)
+	if m := x.do(abi.XS_READ, fmt.Sprintf("/local/domain/%d/name\x00", d.ID)); string(m.Payload) != "sleeper" {
+		t.Fatalf("toolstack key name: %v", m)
+	}
+	ds, err := c.ListDomains(ctx)
+	if err != nil || len(ds) != 1 || ds[0].Name != "sleeper" {
+		t.Fatalf("list: %+v %v", ds, err)
+	}
+	if _, err := c.CreateDomain(ctx, api.DomainSpec{Config: "name = \"sleeper\"\nmemory = 8\ncmd = \"/bin/sleep\"\n"}); err == nil {
+		t.Fatal("a second domain with the same name was created")
+	}
+	if err := c.DestroyDomain(ctx, "sleeper"); err != nil {
+		t.Fatal(err)
+	}
+	w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ev, err := wire.Read(w.r); err != nil || string(ev.Payload) != "@releaseDomain\x00rel\x00" {
+		t.Fatalf("no @releaseDomain: %v %v", ev, err)
+	}
+	if m := x.do(abi.XS_READ, fmt.Sprintf("/local/domain/%d/name\x00", d.ID)); m.Type != abi.XS_ERROR {
+		t.Fatalf("home left behind: %v", m)
+	}
+	if err := c.DestroyDomain(ctx, "sleeper"); err == nil {
+		t.Fatal("destroying a gone domain succeeded")
+	}
+}
