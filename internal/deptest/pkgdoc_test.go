@@ -3,8 +3,10 @@ package deptest
 import (
 	"go/parser"
 	"go/token"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -34,5 +36,35 @@ func TestPackageDocs(t *testing.T) {
 		if docs != 1 {
 			t.Errorf("%s: %d package comments, want 1", f[0], docs)
 		}
+	}
+}
+
+// TestShiDeps keeps cmd/shi/deps.txt, the non-standard packages the shi
+// binary links, up to date, so that a new dependency shows in review
+// (Tailscale's depaware.txt). Regenerate with SHI_UPDATE_DEPS=1.
+func TestShiDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "shi/cmd/shi").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(out))
+	sort.Strings(lines)
+	got := strings.Join(lines, "\n") + "\n"
+	root, err := exec.Command("go", "list", "-f", "{{.Dir}}", "shi/cmd/shi").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(strings.TrimSpace(string(root)), "deps.txt")
+	if os.Getenv("SHI_UPDATE_DEPS") != "" {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != got {
+		t.Errorf("cmd/shi/deps.txt is stale (SHI_UPDATE_DEPS=1 go test ./internal/deptest rewrites it); shi now links:\n%s", got)
 	}
 }
