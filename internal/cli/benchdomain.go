@@ -24,8 +24,14 @@ func runBenchDomain(ctx context.Context, env *Env, args []string) int {
 	return 0
 }
 
-func domainsConfig(ctx context.Context, env *Env, node string) bench.DomainsConfig {
-	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: findXenstoreSocket(ctx, env), Node: node}
+// domainsConfig finds the agent the benchmark's domains start through,
+// and says so plainly when none answers.
+func domainsConfig(ctx context.Context, env *Env, node string) (bench.DomainsConfig, error) {
+	if _, err := agentClient(env).Self(ctx); err != nil {
+		return bench.DomainsConfig{}, err
+	}
+	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
+	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: findXenstoreSocket(ctx, env), Node: node}, nil
 }
 
 func benchEvtchn(ctx context.Context, env *Env, args []string) error {
@@ -37,8 +43,11 @@ func benchEvtchn(ctx context.Context, env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
-	return bench.RunEvtchn(ctx, bench.EvtchnConfig{DomainsConfig: domainsConfig(ctx, env, *node), Rounds: *rounds, Runs: *runs}, env.Stdout)
+	dc, err := domainsConfig(ctx, env, *node)
+	if err != nil {
+		return err
+	}
+	return bench.RunEvtchn(ctx, bench.EvtchnConfig{DomainsConfig: dc, Rounds: *rounds, Runs: *runs}, env.Stdout)
 }
 
 func benchRing(ctx context.Context, env *Env, args []string) error {
@@ -54,7 +63,10 @@ func benchRing(ctx context.Context, env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
-	return bench.RunRing(ctx, bench.RingConfig{DomainsConfig: domainsConfig(ctx, env, *node), Bytes: *mib << 20, Chunk: *chunk << 10,
+	dc, err := domainsConfig(ctx, env, *node)
+	if err != nil {
+		return err
+	}
+	return bench.RunRing(ctx, bench.RingConfig{DomainsConfig: dc, Bytes: *mib << 20, Chunk: *chunk << 10,
 		RingPages: *pages, Runs: *runs, MapRounds: *maps, SpinMicros: *spin}, env.Stdout)
 }

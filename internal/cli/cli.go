@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 )
 
 // Env is what a subcommand may use: its streams and the environment, so
@@ -64,8 +65,10 @@ func Usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: shi <command> [arguments]\n\ncommands:")
 	fmt.Fprintf(w, "  %-10s %s\n", "agent", "run the per-host agent (shi agent -dev for a one-host cluster)")
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !strings.HasPrefix(c.short, "(internal)") {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
