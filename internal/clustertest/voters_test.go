@@ -62,9 +62,9 @@ func TestVoterReplacement(t *testing.T) {
 		}
 	}
 	v := c.Host(victim)
-	d, err := v.API.CreateDomain(ctx, api.DomainSpec{Config: "name = \"victim-dom\"\nmemory = 4\ncmd = \"/bin/sleep\"\nargs = [\"600\"]\n"})
-	if err != nil {
-		t.Fatal(err)
+	d, err := v.API.CreateDomain(ctx, api.DomainSpec{Node: v.Name, Config: "name = \"victim-dom\"\nmemory = 4\ncmd = \"/bin/sleep\"\nargs = [\"600\"]\n"})
+	if err != nil || d.Host != v.Name {
+		t.Fatalf("domain on %s: %+v %v", v.Name, d, err)
 	}
 	killed := time.Now()
 	v.Kill()

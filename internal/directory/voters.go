@@ -48,12 +48,15 @@ func PlanVoters(servers []Server, hosts []Host, self string, want int, grace tim
 	for _, h := range hosts {
 		byName[h.Name] = h
 	}
+	// Voters are counted as configured, dead or alive: a dead voter is
+	// replaced only once it is removed, after the grace period, so that a
+	// host that is merely slow or restarting keeps its vote.
 	inCfg := map[string]Server{}
-	liveVoters := 0
+	voters := 0
 	for _, s := range servers {
 		inCfg[s.ID] = s
-		if h, ok := byName[s.ID]; s.Voter && (s.ID == self || ok && h.Alive) {
-			liveVoters++
+		if s.Voter {
+			voters++
 		}
 	}
 	// 1. Drop servers that left or are down past the grace period.
@@ -77,7 +80,7 @@ func PlanVoters(servers []Server, hosts []Host, self string, want int, grace tim
 		}
 	}
 	// 3. Promote live non-voters while voters are missing.
-	if liveVoters < want {
+	if voters < want {
 		for _, s := range sorted(servers) {
 			if h, ok := byName[s.ID]; !s.Voter && ok && h.Alive {
 				return Change{Kind: AddVoter, ID: s.ID, Address: s.Address}, true
@@ -95,7 +98,7 @@ func PlanVoters(servers []Server, hosts []Host, self string, want int, grace tim
 		if _, ok := inCfg[n]; ok || !h.Alive || h.RaftAddr == "" {
 			continue
 		}
-		if liveVoters < want {
+		if voters < want {
 			return Change{Kind: AddVoter, ID: n, Address: h.RaftAddr}, true
 		}
 		return Change{Kind: AddNonvoter, ID: n, Address: h.RaftAddr}, true
