@@ -138,7 +138,13 @@ func TestFreezeThawKill(t *testing.T) {
 	if err := p.Freeze(); err != nil {
 		t.Fatal(err)
 	}
+	// Bounded: a stop that never shows must fail the test, not hang it.
+	deadline := time.Now().Add(10 * time.Second)
 	for !p.Stopped() {
+		if time.Now().After(deadline) {
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+			t.Fatalf("process %d not stopped 10s after SIGSTOP: %q", p.Pid(), stat)
+		}
 		time.Sleep(time.Millisecond)
 	}
 	n := strings.Count(p.Output(), "tick")

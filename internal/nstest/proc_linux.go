@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -189,16 +190,43 @@ func (p *Proc) Freeze() error { return p.signal(syscall.SIGSTOP) }
 // Thaw resumes a frozen process group (SIGCONT).
 func (p *Proc) Thaw() error { return p.signal(syscall.SIGCONT) }
 
-// Stopped reports whether the process is stopped (frozen), from its
-// /proc state.
+// Stopped reports whether the process group is stopped (frozen): some
+// member is stopped and none is running or sleeping. A shell caught in
+// vfork stays in uninterruptible sleep ('D') while its stopped child
+// holds it, so the leader's own state alone would never say "stopped".
 func (p *Proc) Stopped() bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	pgid := p.Pid()
+	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
-	// The state follows the command name in parentheses, which may
-	// contain spaces and parentheses itself.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && (s[i+2] == 'T' || s[i+2] == 't')
+	stopped := false
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The state follows the command name in parentheses, which may
+		// contain spaces and parentheses itself; the group id is the
+		// third field after it.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 >= len(s) {
+			continue
+		}
+		f := strings.Fields(s[i+2:])
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		switch f[0] {
+		case "T", "t":
+			stopped = true
+		case "R", "S":
+			return false
+		}
+	}
+	return stopped
 }
