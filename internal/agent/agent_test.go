@@ -206,6 +206,22 @@ func TestCluster(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	// What a host acknowledged, every client of that host reads at once:
+	// a script's xenstore-write then xenstore-read are two connections.
+	for _, in := range infos {
+		for k := range 20 {
+			a := dialXS(t, in.XenstoreSocket)
+			if m := a.do(abi.XS_WRITE, fmt.Sprintf("/seq/k\x00%d", k)); m.Type != abi.XS_WRITE {
+				t.Fatalf("write: %v", m)
+			}
+			a.c.Close()
+			b := dialXS(t, in.XenstoreSocket)
+			if m := b.do(abi.XS_READ, "/seq/k\x00"); string(m.Payload) != fmt.Sprint(k) {
+				t.Fatalf("%s: a new connection read %q after %d was acknowledged", in.APIURL, m.Payload, k)
+			}
+			b.c.Close()
+		}
+	}
 	ns, err := api.NewClient(infos[1].APIURL).Nodes(context.Background())
 	if err != nil || len(ns) != 3 {
 		t.Fatalf("nodes: %+v %v", ns, err)

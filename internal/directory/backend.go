@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,10 +41,11 @@ type Backend struct {
 	// connection.
 	ReadIndex func(ctx context.Context) (uint64, error)
 
-	mu sync.Mutex
-	// unseen is, per connection, the index of its last change, until this
-	// replica has applied it: the connection's next read waits for it.
-	unseen map[xenstore.ConnID]uint64
+	// acked is the highest index of a change this host has acknowledged.
+	// A read here first waits until this replica has applied it, so that
+	// whatever this host said was done, every client of this host sees —
+	// a script's xenstore-write then xenstore-read, two processes, works.
+	acked atomic.Uint64
 }
 
 var _ server.Backend = (*Backend)(nil)
@@ -53,20 +54,16 @@ var _ server.Backend = (*Backend)(nil)
 func (b *Backend) Open(dom uint32, out *server.Outbox) xenstore.ConnID { return b.R.open(dom, out) }
 
 // Close implements server.Backend.Close.
-func (b *Backend) Close(id xenstore.ConnID) {
-	b.mu.Lock()
-	delete(b.unseen, id)
-	b.mu.Unlock()
-	b.R.close(id)
-}
+func (b *Backend) Close(id xenstore.ConnID) { b.R.close(id) }
 
 // Handle implements server.Backend.Handle. A change is answered once it
-// is committed; the connection's next read (or transaction) first waits
-// until this replica has applied it, so each connection reads its own
-// writes without every write waiting for the local copy.
+// is committed; a later read (or transaction start) on this host first
+// waits until this replica has applied every change it acknowledged, so
+// clients of a host read what it acknowledged without every write waiting
+// for the local copy.
 func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) error {
 	if isRead(m) {
-		b.catchUp(ctx, id)
+		b.catchUp(ctx)
 	}
 	if b.ReadIndex != nil && isRead(m) {
 		if err := b.readBarrier(ctx); err != nil {
@@ -96,39 +93,30 @@ func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) er
 		b.R.push(id, wire.ErrorReply(m, errno))
 		return nil
 	}
-	b.mu.Lock()
-	if b.unseen == nil {
-		b.unseen = map[xenstore.ConnID]uint64{}
+	for {
+		cur := b.acked.Load()
+		if idx <= cur || b.acked.CompareAndSwap(cur, idx) {
+			break
+		}
 	}
-	b.unseen[id] = max(b.unseen[id], idx)
-	b.mu.Unlock()
 	b.R.push(id, xenstore.CompleteReply(m, resp.Xs))
 	return nil
 }
 
-// catchUp waits until this replica has applied the connection's last
-// change. If it cannot (this host is cut off and lags), the read goes on
-// from the local replica after the commit timeout, and says so in the log.
-func (b *Backend) catchUp(ctx context.Context, id xenstore.ConnID) {
-	b.mu.Lock()
-	idx := b.unseen[id]
-	b.mu.Unlock()
-	if idx == 0 {
+// catchUp waits until this replica has applied every change this host
+// acknowledged. If it cannot (this host is cut off and lags), the read goes
+// on from the local replica after the commit timeout, and says so in the
+// log.
+func (b *Backend) catchUp(ctx context.Context) {
+	idx := b.acked.Load()
+	if idx == 0 || b.R.Applied() >= idx {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, b.Commit)
 	defer cancel()
-	if err := b.R.WaitApplied(wctx, idx); err != nil {
-		if ctx.Err() == nil {
-			b.Log.Warn("xenstore: this host lags behind a change of this connection; reading anyway", "index", idx)
-		}
-		return
+	if err := b.R.WaitApplied(wctx, idx); err != nil && ctx.Err() == nil {
+		b.Log.Warn("xenstore: this host lags behind a change it acknowledged; reading anyway", "index", idx)
 	}
-	b.mu.Lock()
-	if b.unseen[id] == idx {
-		delete(b.unseen, id)
-	}
-	b.mu.Unlock()
 }
 
 // isRead reports whether m reads the tree outside a transaction, or
