@@ -11,8 +11,10 @@
 // the leader's API).
 //
 // Consistency: every change is linearizable (it goes through the leader's
-// log). A change's reply waits until this host has applied it, so each
-// connection reads its own writes. Reads are served from the local replica
+// log) and is answered once committed; a read on a host first waits until
+// the host has applied every change it acknowledged, so its clients read
+// what it acknowledged (read-your-writes, across connections of one host).
+// Reads are served from the local replica
 // unless the agent runs with -consistent-reads, which makes each read wait
 // for a read index from the leader (linearizable). A host cut off from the
 // majority cannot commit: changes fail with EROFS after the commit timeout
