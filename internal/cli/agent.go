@@ -5,22 +5,30 @@ import (
 	"time"
 
 	"shi/api"
+	"shi/guest/xs"
 )
 
 // agentClient returns a client of the local agent (SHI_AGENT or default).
 func agentClient(env *Env) *api.Client { return api.NewClient(api.AgentURL(env.Getenv)) }
 
-// findXenstoreSocket finds the XenStore socket the way domains do:
-// XENSTORED_PATH, else the socket the local agent reports, else the
-// default path.
-func findXenstoreSocket(ctx context.Context, env *Env) string {
+// Where findXenstoreSocket found the socket.
+const (
+	fromEnv     = "env"     // XENSTORED_PATH
+	fromAgent   = "agent"   // the local agent's self-description
+	fromDefault = "default" // XENSTORED_RUNDIR/socket or the default path
+)
+
+// findXenstoreSocket finds the XenStore socket: XENSTORED_PATH, else the
+// socket the local agent reports, else XENSTORED_RUNDIR/socket or the
+// default path (as libxenstore does). It also says where it looked.
+func findXenstoreSocket(ctx context.Context, env *Env) (path, from string) {
 	if p := env.Getenv(api.EnvXenstore); p != "" {
-		return p
+		return p, fromEnv
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if s, err := agentClient(env).Self(ctx); err == nil && s.XenstoreSocket != "" {
-		return s.XenstoreSocket
+		return s.XenstoreSocket, fromAgent
 	}
-	return api.DefaultXenstoreSocket
+	return xs.SocketPath(env.Getenv), fromDefault
 }

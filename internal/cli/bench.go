@@ -52,7 +52,7 @@ func benchXenstore(ctx context.Context, env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sock := findXenstoreSocket(ctx, env)
+	sock, _ := findXenstoreSocket(ctx, env)
 	fmt.Fprintf(env.Stdout, "xenstore toolstack workload against %s: %d domains, one transaction each to start and to stop\n", sock, *n)
 	return bench.RunXenstore(ctx, bench.XenstoreConfig{Socket: sock, Domains: *n, Base: *base}, env.Stdout)
 }

@@ -31,7 +31,8 @@ func domainsConfig(ctx context.Context, env *Env, node string) (bench.DomainsCon
 		return bench.DomainsConfig{}, err
 	}
 	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
-	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: findXenstoreSocket(ctx, env), Node: node}, nil
+	sock, _ := findXenstoreSocket(ctx, env)
+	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: sock, Node: node}, nil
 }
 
 func benchEvtchn(ctx context.Context, env *Env, args []string) error {

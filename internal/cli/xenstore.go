@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -503,31 +502,22 @@ func (r *xsRun) watch(ctx context.Context, c *xs.Client) xsExit {
 	return 0
 }
 
-// openXenstore connects to the XenStore socket: $XENSTORED_PATH, else the
-// one the local agent reports, else $XENSTORED_RUNDIR/socket or the default.
+// openXenstore connects to the XenStore socket findXenstoreSocket finds.
 // When nothing answers, the error says everything that was tried.
 func openXenstore(ctx context.Context, env *Env) (*xs.Client, error) {
-	if p := env.Getenv(api.EnvXenstore); p != "" {
-		c, err := xs.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("%v (from %s)", err, api.EnvXenstore)
-		}
-		return c, nil
-	}
-	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	self, aerr := agentClient(env).Self(actx)
-	cancel()
-	if aerr == nil && self.XenstoreSocket != "" {
-		return xs.Open(self.XenstoreSocket)
-	}
-	p := xs.SocketPath(env.Getenv)
+	p, from := findXenstoreSocket(ctx, env)
 	c, err := xs.Open(p)
-	if err != nil {
+	switch {
+	case err == nil:
+		return c, nil
+	case from == fromEnv:
+		return nil, fmt.Errorf("%v (from %s)", err, api.EnvXenstore)
+	case from == fromDefault:
 		url := api.AgentURL(env.Getenv)
 		return nil, fmt.Errorf("no XenStore answers: %v; %s is unset and no shi agent answers at %s (start one with 'shi agent -dev', or set %s or %s)",
 			err, api.EnvXenstore, url, api.EnvXenstore, api.EnvAgent)
 	}
-	return c, nil
+	return nil, err
 }
 
 // strerror spells an errno as glibc does, for messages that mimic err(3).
