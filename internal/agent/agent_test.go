@@ -165,6 +165,8 @@ func TestCluster(t *testing.T) {
 		cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
 		cfg.BootstrapExpect = 3
 		cfg.TestTiming = true
+		// Gossip encryption, and the key authenticates forwarded changes.
+		cfg.EncryptKey = []byte("shi-test-key-16b")
 		for j := 0; j < 3; j++ {
 			cfg.Join = append(cfg.Join, fmt.Sprintf("127.0.%d.%d", base, j+1))
 		}

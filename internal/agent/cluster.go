@@ -43,7 +43,7 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		return nil, fmt.Errorf("directory: %w", err)
 	}
 	a.node = node
-	a.cluster = &directory.Cluster{Node: node, APIOf: a.apiOf, HTTP: a.peerHTTP()}
+	a.cluster = &directory.Cluster{Node: node, APIOf: a.apiOf, HTTP: a.peerHTTP(), Key: cfg.EncryptKey}
 	a.commit = a.cluster
 
 	mc := membership.DefaultConfig()

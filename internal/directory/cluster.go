@@ -3,6 +3,9 @@ package directory
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +27,30 @@ type Cluster struct {
 	// APIOf returns the API URL of a host by name ("" if unknown).
 	APIOf func(name string) string
 	HTTP  *http.Client
+	// Key, when set (the cluster's -encrypt key), authenticates forwarded
+	// requests: each carries an HMAC-SHA256 of its body, and the leader
+	// refuses those without a valid one.
+	Key []byte
+}
+
+// authHeader carries the HMAC of a forwarded request's body.
+const authHeader = "X-Shi-Auth"
+
+func (c *Cluster) mac(body []byte) string {
+	m := hmac.New(sha256.New, c.Key)
+	m.Write([]byte("shi-forward\x00"))
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// authentic checks a forwarded request's HMAC (always true without a key).
+func (c *Cluster) authentic(r *http.Request, body []byte) bool {
+	if len(c.Key) == 0 {
+		return true
+	}
+	got, err := hex.DecodeString(r.Header.Get(authHeader))
+	want, _ := hex.DecodeString(c.mac(body))
+	return err == nil && hmac.Equal(got, want)
 }
 
 var _ Committer = (*Cluster)(nil)
@@ -112,6 +139,9 @@ func (c *Cluster) post(ctx context.Context, url string, body []byte, out *forwar
 		return err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if len(c.Key) > 0 {
+		req.Header.Set(authHeader, c.mac(body))
+	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
@@ -145,6 +175,10 @@ func (c *Cluster) ServeCommit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad entry", http.StatusBadRequest)
 		return
 	}
+	if !c.authentic(r, entry) {
+		http.Error(w, "not authenticated", http.StatusForbidden)
+		return
+	}
 	if !c.Node.IsLeader() {
 		http.Error(w, "not the leader", http.StatusServiceUnavailable)
 		return
@@ -164,6 +198,11 @@ func (c *Cluster) ServeCommit(w http.ResponseWriter, r *http.Request) {
 
 // ServeReadIndex handles a forwarded read-index request on the leader.
 func (c *Cluster) ServeReadIndex(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<10))
+	if !c.authentic(r, body) {
+		http.Error(w, "not authenticated", http.StatusForbidden)
+		return
+	}
 	idx, err := c.Node.ReadIndex(r.Context())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
