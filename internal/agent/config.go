@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -76,9 +77,15 @@ const (
 // DefaultConfig returns the defaults of "shi agent".
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
+	sock := api.DefaultXenstoreSocket
+	if os.Geteuid() != 0 {
+		// /run/shi is root's; a user's agent serves under its own temp dir
+		// (clients find it through the agent or XENSTORED_PATH).
+		sock = filepath.Join(os.TempDir(), fmt.Sprintf("shi-%d", os.Geteuid()), "xenstored.sock")
+	}
 	return Config{
 		Name:           host,
-		XenstoreSocket: api.DefaultXenstoreSocket,
+		XenstoreSocket: sock,
 		Quota:          xenstore.DefaultQuota(),
 		GossipPort:     membership.DefaultPort,
 		RaftPort:       DefaultRaftPort,
