@@ -2,7 +2,9 @@ package domain
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,9 +19,9 @@ const maxAncestors = 64
 // own); any other local process is domain 0. Pass it as the XenStore
 // server's Identify.
 //
-// Domains run as the agent's user: one that is root could still escape
-// by double-forking into a new session. Running domains under their own
-// uids is what makes this airtight (a later step).
+// When the agent is root, domains run under their own uids and are known
+// by them (a double fork into a new session changes nothing); otherwise
+// they run as the agent's user and are known by their session.
 func (m *Manager) Identify(c net.Conn) (uint32, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -41,6 +43,27 @@ func (m *Manager) Identify(c net.Conn) (uint32, error) {
 			return 0, nil
 		}
 		return 0, cerr
+	}
+	return m.identifyCred(cred)
+}
+
+// identifyCred maps a peer's credentials to a domain. A domain's own uid
+// (DomainUID) names it whatever its session; root and the agent's own
+// user are domain 0 unless they descend from a domain's session; any
+// other user is refused.
+func (m *Manager) identifyCred(cred *unix.Ucred) (uint32, error) {
+	if _, ok := DomainUID(0); ok && cred.Uid >= DomainUIDBase && cred.Uid < DomainUIDBase+0x7FF0 {
+		d := cred.Uid - DomainUIDBase
+		m.mu.RLock()
+		_, running := m.running[d]
+		m.mu.RUnlock()
+		if !running {
+			return 0, fmt.Errorf("uid %d: domain %d is not running on this host", cred.Uid, d)
+		}
+		return d, nil
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return 0, fmt.Errorf("uid %d is neither a domain nor the toolstack", cred.Uid)
 	}
 	return m.identifyPid(int(cred.Pid)), nil
 }

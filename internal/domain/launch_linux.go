@@ -46,15 +46,42 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 			return err
 		}
 	}
+	// When the agent is root, a domain runs under a uid of its own
+	// (DomainUID), so it can neither signal nor ptrace other processes nor
+	// reopen anyone's descriptors through /proc, and Identify knows it by
+	// its uid. Its program is executed through a descriptor the agent
+	// opened, so it need not be reachable by that uid's path permissions.
+	var cred *syscall.Credential
+	extra := []*os.File{conn}
+	execPath := path
+	if uid, ok := DomainUID(d.ID); ok {
+		cred = &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o001 == 0 || !worldSearchable(filepathDir(path)) {
+			// Not reachable by that uid (a test binary in a private
+			// directory): execute it through a descriptor of ours. Its
+			// process name then reads as the descriptor's number.
+			bin, err := os.Open(path)
+			if err != nil {
+				return fmt.Errorf("open %s: %w", path, err)
+			}
+			defer bin.Close()
+			extra = append(extra, bin)
+			execPath = "/proc/self/fd/" + strconv.Itoa(3+len(extra)-1)
+		}
+		if !worldSearchable(dir) {
+			dir = "/"
+		}
+	}
 	cmd := &exec.Cmd{
-		Path:       path,
+		Path:       execPath,
 		Args:       append([]string{cfg.Cmd}, cfg.Args...),
 		Env:        env,
 		Dir:        dir,
-		ExtraFiles: []*os.File{conn},
+		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setsid:    true,
-			Pdeathsig: syscall.SIGKILL,
+			Credential: cred,
+			Setsid:     true,
+			Pdeathsig:  syscall.SIGKILL,
 			// A network namespace of its own (only a loopback, down):
 			// a domain reaches the cluster through its agent connection
 			// and XenStore, never the agent's API or the hosts' network.
@@ -98,6 +125,41 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		m.exited(r, exitStatus(cmd.ProcessState))
 	}()
 	return nil
+}
+
+// DomainUIDBase is the uid of domain 0's would-be process; domain d runs
+// as DomainUIDBase+d when the agent is root. The range is far above the
+// uids Debian hands out to people and services.
+const DomainUIDBase = 200000
+
+// DomainUID is the uid domain id runs under, if the agent can switch uids.
+func DomainUID(id uint32) (uint32, bool) {
+	if os.Geteuid() != 0 {
+		return 0, false
+	}
+	return DomainUIDBase + id, true
+}
+
+// worldSearchable reports whether every directory on the way to dir lets
+// anyone through, so that a domain under its own uid can start there.
+func worldSearchable(dir string) bool {
+	for d := dir; ; d = filepathDir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == "/" {
+			return true
+		}
+	}
+}
+
+func filepathDir(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
 }
 
 func exitStatus(ps *os.ProcessState) ExitStatus {

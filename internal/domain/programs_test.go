@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"shi/internal/domain"
 	"strconv"
 	"syscall"
 	"time"
@@ -672,6 +673,23 @@ func hostile() error {
 	refused("remove the victim's home", c.Rm(home(victim)), syscall.EACCES)
 	_, err = c.Directory(home(victim))
 	refused("list another's home", err, syscall.EACCES)
+	// Under a uid of its own (the agent is root), it cannot signal the
+	// agent nor read its memory or descriptors through /proc.
+	var agent syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d", os.Getppid()), &agent); err == nil && agent.Uid == 0 && os.Getuid() < domain.DomainUIDBase {
+		errs = append(errs, fmt.Errorf("runs as uid %d beside a root agent, not under a uid of its own", os.Getuid()))
+	}
+	if os.Getuid() >= domain.DomainUIDBase {
+		if err := syscall.Kill(os.Getppid(), 0); !errors.Is(err, syscall.EPERM) {
+			errs = append(errs, fmt.Errorf("signal the agent: got %v, want EPERM", err))
+		}
+		if _, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", os.Getppid())); err == nil {
+			errs = append(errs, errors.New("read the agent's environment through /proc"))
+		}
+		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", os.Getppid())); err == nil {
+			errs = append(errs, errors.New("looked into the agent's descriptors through /proc"))
+		}
+	}
 	// The agent's API (create, destroy, forwarded commits) is out of
 	// reach: a domain has a network namespace of its own.
 	if u := os.Getenv("SHI_AGENT"); u != "" {
@@ -768,7 +786,7 @@ func whoami() error {
 	if self == nil || self.DomID() != me() {
 		return errors.New("agent connection reports another domid")
 	}
-	cmd := exec.Command(os.Args[0])
+	cmd := exec.Command("/proc/self/exe") // the domain may not see its own path (its own uid)
 	cmd.Env = append(os.Environ(), "CHILD=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.CombinedOutput()

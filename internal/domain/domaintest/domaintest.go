@@ -112,6 +112,11 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Domains may run under uids of their own (as the agent does when
+	// root): they must reach the socket; Identify decides who they are.
+	if err := errors.Join(os.Chmod(dir, 0o755), os.Chmod(e.XenstoreSocket, 0o666)); err != nil {
+		t.Fatal(err)
+	}
 	apil, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
