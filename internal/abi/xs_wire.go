@@ -1,5 +1,7 @@
 package abi
 
+import "strconv"
+
 // XenStore message types, from xen/include/public/io/xs_wire.h (Xen 4.17).
 const (
 	XS_CONTROL              = 0
@@ -90,18 +92,5 @@ func XSTypeName(t uint32) string {
 	if int(t) < len(xsTypeNames) && xsTypeNames[t] != "" {
 		return xsTypeNames[t]
 	}
-	return "XS_" + itoa(t)
-}
-
-func itoa(v uint32) string {
-	var b [10]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
+	return "XS_" + strconv.FormatUint(uint64(t), 10)
 }

@@ -64,14 +64,14 @@ func (b *Backend) Close(id xenstore.ConnID) { b.R.close(id) }
 func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) error {
 	if isRead(m) {
 		b.catchUp(ctx)
-	}
-	if b.ReadIndex != nil && isRead(m) {
-		if err := b.readBarrier(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		if b.ReadIndex != nil {
+			if err := b.readBarrier(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				b.R.push(id, wire.ErrorReply(m, syscall.EAGAIN))
+				return nil
 			}
-			b.R.push(id, wire.ErrorReply(m, syscall.EAGAIN))
-			return nil
 		}
 	}
 	cmd := b.R.request(id, m)

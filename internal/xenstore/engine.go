@@ -312,13 +312,17 @@ func (e *Engine) read(c *conn, caller Caller, t *tx, typ uint32, path string) ([
 		if !caller.can(ps, PermRead) {
 			return nil, nil, syscall.EACCES
 		}
-		var p []byte
-		for _, pe := range ps {
-			p = append(append(p, pe.String()...), 0)
-		}
-		return p, nil, 0
+		return ps.appendWire(nil), nil, 0
 	}
-	facet := map[uint32]uint8{abi.XS_READ: obsValue, abi.XS_DIRECTORY: obsChildren, abi.XS_GET_PERMS: obsPerms}[typ]
+	var facet uint8
+	switch typ {
+	case abi.XS_READ:
+		facet = obsValue
+	case abi.XS_DIRECTORY:
+		facet = obsChildren
+	case abi.XS_GET_PERMS:
+		facet = obsPerms
+	}
 	x := e.reader(caller, t)
 	n, errno := x.lookup(path, PermRead, facet)
 	if errno == 0 {
@@ -334,9 +338,7 @@ func (e *Engine) read(c *conn, caller Caller, t *tx, typ uint32, path string) ([
 	case abi.XS_DIRECTORY:
 		p = wire.JoinStrings(n.Children...)
 	case abi.XS_GET_PERMS:
-		for _, pe := range n.Perms {
-			p = append(append(p, pe.String()...), 0)
-		}
+		p = n.Perms.appendWire(nil)
 	}
 	if len(p) > abi.XENSTORE_PAYLOAD_MAX {
 		return nil, nil, syscall.E2BIG

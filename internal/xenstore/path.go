@@ -80,11 +80,3 @@ func childPath(parent, name string) string {
 	}
 	return parent + "/" + name
 }
-
-// isWithin reports whether p equals w or lies below it.
-func isWithin(p, w string) bool {
-	if w == "/" {
-		return strings.HasPrefix(p, "/")
-	}
-	return p == w || (strings.HasPrefix(p, w) && p[len(w)] == '/')
-}

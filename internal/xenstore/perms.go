@@ -70,6 +70,15 @@ func (ps Perms) String() string {
 	return strings.Join(s, " ")
 }
 
+// appendWire appends the list as XS_GET_PERMS sends it: each entry
+// NUL-terminated.
+func (ps Perms) appendWire(b []byte) []byte {
+	for _, p := range ps {
+		b = append(append(b, p.String()...), 0)
+	}
+	return b
+}
+
 // Owner is the owning domain (entry 0).
 func (ps Perms) Owner() uint32 { return ps[0].Dom }
 
