@@ -148,3 +148,18 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/info", nil, &i)
 	return i, err
 }
+
+// WriteJSON writes v as an API reply with status code; the agent's
+// handlers use it so replies look alike everywhere.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// WriteError writes an Error reply, which Client turns back into an error.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, Error{Error: msg})
+}

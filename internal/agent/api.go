@@ -14,7 +14,7 @@ import (
 func (a *agent) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/agent/self", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, api.Self{
+		api.WriteJSON(w, http.StatusOK, api.Self{
 			Name:           a.cfg.Name,
 			Version:        Version,
 			API:            a.apiURL,
@@ -22,8 +22,8 @@ func (a *agent) routes() http.Handler {
 			Dev:            a.cfg.Dev,
 		})
 	})
-	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.nodes()) })
-	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.info()) })
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, a.nodes()) })
+	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, a.info()) })
 	mux.HandleFunc("GET /metrics", a.metrics)
 	dh := a.domains.Handler(a.hostAPI)
 	mux.Handle("/v1/domains", dh)
@@ -36,17 +36,9 @@ func (a *agent) routes() http.Handler {
 		mux.HandleFunc("POST /v1/internal/faults", a.setFaults)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return mux
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }
 
 // nodes lists the hosts with their Raft roles.
@@ -117,7 +109,7 @@ type faultRequest struct {
 func (a *agent) setFaults(w http.ResponseWriter, r *http.Request) {
 	var fr faultRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&fr); err != nil {
-		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
 		return
 	}
 	if fr.Reset {
@@ -127,7 +119,7 @@ func (a *agent) setFaults(w http.ResponseWriter, r *http.Request) {
 	a.faults.SetLoss(fr.Loss)
 	a.faults.Block(fr.Block...)
 	a.faults.Unblock(fr.Unblock...)
-	writeJSON(w, http.StatusOK, fr)
+	api.WriteJSON(w, http.StatusOK, fr)
 }
 
 // metrics serves Prometheus text format; each metric is described where

@@ -30,7 +30,7 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 	mux.HandleFunc("POST /v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		var spec api.DomainSpec
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxConfigSize+4096)).Decode(&spec); err != nil {
-			writeError(w, http.StatusBadRequest, "bad request: "+err.Error())
+			api.WriteError(w, http.StatusBadRequest, "bad request: "+err.Error())
 			return
 		}
 		d, err := m.Create(r.Context(), Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node})
@@ -38,23 +38,23 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 		if errors.As(err, &ee) {
 			c, ferr := forwardClient(fwd, ee.Host)
 			if ferr != nil {
-				writeError(w, http.StatusServiceUnavailable, ferr.Error())
+				api.WriteError(w, http.StatusServiceUnavailable, ferr.Error())
 				return
 			}
 			spec.Node = ee.Host
 			ad, err := c.CreateDomain(r.Context(), spec)
 			if err != nil {
-				writeError(w, http.StatusBadGateway, err.Error())
+				api.WriteError(w, http.StatusBadGateway, err.Error())
 				return
 			}
-			writeJSON(w, http.StatusCreated, ad)
+			api.WriteJSON(w, http.StatusCreated, ad)
 			return
 		}
 		if err != nil {
-			writeError(w, statusOf(err), err.Error())
+			api.WriteError(w, statusOf(err), err.Error())
 			return
 		}
-		writeJSON(w, http.StatusCreated, ToAPI(d))
+		api.WriteJSON(w, http.StatusCreated, ToAPI(d))
 	})
 	mux.HandleFunc("GET /v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		ds := m.List()
@@ -62,15 +62,15 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 		for _, d := range ds {
 			out = append(out, ToAPI(d))
 		}
-		writeJSON(w, http.StatusOK, out)
+		api.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
 		d, ok := m.Lookup(r.PathValue("dom"))
 		if !ok {
-			writeError(w, http.StatusNotFound, ErrNoSuchDomain.Error()+": "+r.PathValue("dom"))
+			api.WriteError(w, http.StatusNotFound, ErrNoSuchDomain.Error()+": "+r.PathValue("dom"))
 			return
 		}
-		writeJSON(w, http.StatusOK, ToAPI(d))
+		api.WriteJSON(w, http.StatusOK, ToAPI(d))
 	})
 	mux.HandleFunc("DELETE /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
 		ref := r.PathValue("dom")
@@ -81,18 +81,18 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 		if errors.As(err, &ee) {
 			c, ferr := forwardClient(fwd, ee.Host)
 			if ferr != nil {
-				writeError(w, http.StatusServiceUnavailable, ferr.Error())
+				api.WriteError(w, http.StatusServiceUnavailable, ferr.Error())
 				return
 			}
 			if err := c.DestroyDomain(ctx, ref); err != nil {
-				writeError(w, http.StatusBadGateway, err.Error())
+				api.WriteError(w, http.StatusBadGateway, err.Error())
 				return
 			}
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		if err != nil {
-			writeError(w, statusOf(err), err.Error())
+			api.WriteError(w, statusOf(err), err.Error())
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -130,16 +130,4 @@ func ToAPI(d directory.Domain) api.Domain {
 		ID: d.ID, Name: d.Name, Host: d.Host, State: d.State, MemoryMiB: d.MemoryMiB,
 		UUID: d.UUID, Created: time.Unix(0, d.Created).UTC(), Config: d.Config,
 	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, api.Error{Error: msg})
 }
