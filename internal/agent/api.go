@@ -109,7 +109,7 @@ type faultRequest struct {
 func (a *agent) setFaults(w http.ResponseWriter, r *http.Request) {
 	var fr faultRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&fr); err != nil {
-		api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		api.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if fr.Reset {
