@@ -101,13 +101,13 @@ type devAgent struct {
 
 // startDev runs "shi agent -dev" on a test host of its own.
 func startDev(t *testing.T, ctx context.Context) devAgent {
-	ns := nstest.New(t, nstest.Options{Hosts: 1})
-	h := ns.Host(0)
 	dir, err := os.MkdirTemp("", "shict-dev-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { os.RemoveAll(dir) }) // after nstest's, which kills the agent
+	ns := nstest.New(t, nstest.Options{Hosts: 1})
+	h := ns.Host(0)
 	sock := dir + "/xs.sock"
 	url := "http://" + h.IP + ":7070"
 	p, err := h.Start(ctx, []string{nstest.BuildShi(t), "agent", "-dev", "-xenstore-socket", sock, "-api", h.IP + ":7070"}, nil)

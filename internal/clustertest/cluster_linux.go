@@ -90,8 +90,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if opts.Ready == 0 {
 		opts.Ready = 60 * time.Second
 	}
-	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts})
-	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}
+	// The directories come first: cleanups run last-in first-out, so
+	// they are removed only after nstest has killed the agents writing
+	// to them.
+	dataDir := t.TempDir()
 	// Unix socket paths are limited to 108 bytes, which t.TempDir can
 	// exceed with long test names.
 	sockDir, err := os.MkdirTemp("", "shict-")
@@ -99,7 +101,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	dataDir := t.TempDir()
+	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts})
+	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}
 	for i, nh := range ns.Hosts() {
 		h := &Host{
 			Index:   i,
