@@ -112,7 +112,10 @@ func Decode(b []byte) (Msg, []byte, error) {
 	if len(b) < HeaderSize+n {
 		return Msg{}, b, ErrTruncated
 	}
-	m.Payload = append([]byte(nil), b[HeaderSize:HeaderSize+n]...)
+	// Allocated as Read does, so an empty payload is empty, not nil, from
+	// either.
+	m.Payload = make([]byte, n)
+	copy(m.Payload, b[HeaderSize:])
 	return m, b[HeaderSize+n:], nil
 }
 
