@@ -78,16 +78,23 @@ type domState struct {
 	table []byte
 
 	// mu guards the fields below.
-	mu   sync.Mutex
-	free []Ref                        // unused refs
-	maps map[abi.GrantHandle]*Mapping // live mappings, by agent handle
+	mu     sync.Mutex
+	free   []Ref                        // unused refs
+	maps   map[abi.GrantHandle]*Mapping // live mappings, by agent handle
+	frames map[uint32]frameAt           // this domain's shared pages, by frame
+}
+
+// frameAt is where a frame lives in this domain: page i of p.
+type frameAt struct {
+	p *Pages
+	i int
 }
 
 type domStateKey struct{}
 
 func state(c *hv.Conn) *domState {
 	return c.Value(domStateKey{}, func() any {
-		d := &domState{c: c, table: c.GrantTable(), maps: map[abi.GrantHandle]*Mapping{}}
+		d := &domState{c: c, table: c.GrantTable(), maps: map[abi.GrantHandle]*Mapping{}, frames: map[uint32]frameAt{}}
 		for r := grantentry.Entries(d.table) - 1; r >= abi.GNTTAB_NR_RESERVED_ENTRIES; r-- {
 			d.free = append(d.free, Ref(r))
 		}
@@ -171,13 +178,64 @@ func (h *Handle) GrantAccess(dom DomID, frame uint32, readonly bool) (Ref, error
 }
 
 // EndAccess revokes grant r; it fails with ErrBusy while the grantee has
-// it mapped. On success r is free for reuse.
+// it mapped. On success r is free for reuse, and if the frame's page was
+// ever mapped by another domain, the page is replaced by a copy at the
+// same address (see refresh).
 func (h *Handle) EndAccess(r Ref) error {
+	if !grantentry.InRange(h.d.table, r) {
+		return h.endAccess(r) // its error
+	}
+	frame := grantentry.Read(h.d.table, r).Frame // r may be reused once ended
+	if err := h.endAccess(r); err != nil {
+		return err
+	}
+	return h.refresh(frame)
+}
+
+func (h *Handle) endAccess(r Ref) error {
 	if err := grantentry.EndAccess(h.d.table, r); err != nil {
 		return err
 	}
 	h.d.freeRef(r)
 	return nil
+}
+
+// refresh gives frame a new page holding the same bytes, if the agent
+// ever handed its page to a mapper. In Xen an ended grant leaves the
+// grantee nothing; here the grantee received the page as a memfd, which
+// it may have kept past unmapping, so the memory behind the frame has to
+// change instead. While another grant of the frame is mapped the frame is
+// still shared and stays as it is.
+//
+// Writes this domain makes to the page while refresh runs may be lost:
+// end access to a page before writing to it again.
+func (h *Handle) refresh(frame uint32) error {
+	h.d.mu.Lock()
+	at, ok := h.d.frames[frame]
+	h.d.mu.Unlock()
+	if !ok {
+		return nil // not a page this library made
+	}
+	page := at.p.Bytes()[at.i*abi.PAGE_SIZE : (at.i+1)*abi.PAGE_SIZE]
+	mfd, err := shm.NewMemfd("shi-page", abi.PAGE_SIZE)
+	if err != nil {
+		return err
+	}
+	defer mfd.Close()
+	if _, err := unix.Pwrite(mfd.Fd(), page, 0); err != nil {
+		return fmt.Errorf("gnttab: refresh frame %d: %w", frame, err)
+	}
+	m, _, err := h.c.Call(hypercall.Msg{Op: hypercall.OpGnttabRefreshPage, Frame: frame}, mfd.Fd())
+	if errors.Is(err, syscall.EBUSY) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gnttab: refresh frame %d: %w", frame, err)
+	}
+	if m.Flags&hypercall.FlagReplaced == 0 {
+		return nil
+	}
+	return shm.RemapPage(page, mfd.Fd(), true)
 }
 
 // Pages are pages this domain made and shared with its agent, mapped side
@@ -225,6 +283,11 @@ func (h *Handle) AllocPages(n int, notifyOff, notifyPort uint32) (*Pages, error)
 		return nil, err
 	}
 	p.m = m
+	h.d.mu.Lock()
+	for i, f := range p.Frames {
+		h.d.frames[f] = frameAt{p, i}
+	}
+	h.d.mu.Unlock()
 	return p, nil
 }
 
@@ -244,6 +307,11 @@ func (h *Handle) FreePages(p *Pages) error {
 	if err := h.releaseFrames(p.Frames); err != nil {
 		return err
 	}
+	h.d.mu.Lock()
+	for _, f := range p.Frames {
+		delete(h.d.frames, f)
+	}
+	h.d.mu.Unlock()
 	return p.m.Unmap()
 }
 
@@ -290,7 +358,8 @@ func (h *Handle) Unshare(s *Share) error {
 		if s.ended[i] {
 			continue
 		}
-		if err := h.EndAccess(r); err != nil {
+		// No refresh: the pages are freed below.
+		if err := h.endAccess(r); err != nil {
 			busy = true
 			continue
 		}

@@ -64,6 +64,14 @@ const (
 	// source is InlineFrame. out: Status; Data = the copied bytes when
 	// the destination is InlineFrame.
 	OpGnttabCopy Op = 20
+	// in: Frame; fds: a sealed one-page memfd holding the page's current
+	// bytes. After the domain ended a grant of the frame: if the agent
+	// ever handed the frame's page to a mapper, it takes the new page in
+	// its place and answers Flags = FlagReplaced (the domain then maps
+	// the new page where the old one was), so a mapper that kept the old
+	// descriptor no longer sees the domain's memory. EBUSY while another
+	// grant of the frame is mapped.
+	OpGnttabRefreshPage Op = 21
 )
 
 // Notifications (agent -> domain, ID 0).
@@ -85,6 +93,8 @@ const (
 const (
 	// FlagRemote marks a peer on another host: no doorbell descriptor.
 	FlagRemote uint16 = 1
+	// FlagReplaced: OpGnttabRefreshPage took the new page.
+	FlagReplaced uint16 = 2
 )
 
 // InlineFrame, as the U of a non-grant side of a gnttab_copy, names the
@@ -166,7 +176,7 @@ func Decode(b []byte) (Msg, error) {
 
 // RequestFDs is how many descriptors a request of op may carry.
 func RequestFDs(op Op) int {
-	if op == OpGnttabSharePage {
+	if op == OpGnttabSharePage || op == OpGnttabRefreshPage {
 		return 1
 	}
 	return 0
@@ -177,6 +187,7 @@ var opNames = map[Op]string{
 	OpEvtchnBindIPI: "evtchn_bind_ipi", OpEvtchnSend: "evtchn_send", OpEvtchnClose: "evtchn_close",
 	OpEvtchnStatus: "evtchn_status", OpGnttabSharePage: "gnttab_share_page", OpGnttabUnsharePage: "gnttab_unshare_page",
 	OpGnttabMap: "gnttab_map", OpGnttabUnmap: "gnttab_unmap", OpGnttabCopy: "gnttab_copy",
+	OpGnttabRefreshPage: "gnttab_refresh_page",
 	NotifyEvtchnConnect: "notify_evtchn_connect", NotifyEvtchnDisconnect: "notify_evtchn_disconnect",
 	NotifyEvtchnRelease: "notify_evtchn_release", NotifyGnttabRevoke: "notify_gnttab_revoke",
 }

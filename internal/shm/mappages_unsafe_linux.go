@@ -40,3 +40,21 @@ func MapPages(fds []int, writable bool) (*Mapping, error) {
 func munmapRaw(b []byte) error {
 	return unix.MunmapPtr(unsafe.Pointer(unsafe.SliceData(b)), uintptr(len(b)))
 }
+
+// RemapPage maps the one-page memfd fd over the page at the start of b,
+// which must be a page of a shared mapping (MapPages or Map): the page's
+// address stays valid and now shows fd's memory. The descriptor stays
+// owned by the caller.
+func RemapPage(b []byte, fd int, writable bool) error {
+	if len(b) < PageSize || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%PageSize != 0 {
+		return fmt.Errorf("shm: remap: not a page")
+	}
+	prot := unix.PROT_READ
+	if writable {
+		prot |= unix.PROT_WRITE
+	}
+	if _, err := unix.MmapPtr(fd, 0, unsafe.Pointer(unsafe.SliceData(b)), PageSize, prot, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+		return fmt.Errorf("shm: remap page: %w", err)
+	}
+	return nil
+}

@@ -452,3 +452,43 @@ func TestSignalHot(t *testing.T) {
 		t.Fatal("signal on a bad fd succeeded")
 	}
 }
+
+// TestRemapPage: the address of a page in a contiguous mapping shows
+// another memfd afterwards, and the old memfd no longer sees its writes.
+func TestRemapPage(t *testing.T) {
+	var fds []int
+	for range 2 {
+		m, err := NewMemfd("page", PageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		fds = append(fds, m.Fd())
+	}
+	all, err := MapPages(fds, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Unmap()
+	fresh, err := NewMemfd("fresh", PageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	b := all.Bytes()
+	b[PageSize] = 1
+	if err := RemapPage(b[PageSize:], fresh.Fd(), true); err != nil {
+		t.Fatal(err)
+	}
+	b[PageSize+1] = 2
+	old, _ := Map(fds[1], PageSize, false)
+	defer old.Unmap()
+	now, _ := fresh.Map(false)
+	defer now.Unmap()
+	if old.Bytes()[0] != 1 || old.Bytes()[1] != 0 || now.Bytes()[1] != 2 {
+		t.Fatalf("old page %v, fresh page %v", old.Bytes()[:2], now.Bytes()[:2])
+	}
+	if err := RemapPage(b[1:], fresh.Fd(), true); err == nil {
+		t.Fatal("remapped an unaligned address")
+	}
+}

@@ -74,6 +74,11 @@ func TestHostileRequests(t *testing.T) {
 	p, _ := shm.NewMemfd("p", abi.PAGE_SIZE)
 	defer p.Close()
 	expectErr("over its memory", syscall.ENOSPC, msg(hypercall.Msg{ID: 12, Op: hypercall.OpGnttabSharePage}), p.Fd())
+	expectErr("refresh not its page", syscall.EINVAL, msg(hypercall.Msg{ID: 30, Op: hypercall.OpGnttabRefreshPage, Frame: 99}), p.Fd())
+	expectErr("refresh without a page", syscall.EINVAL, msg(hypercall.Msg{ID: 31, Op: hypercall.OpGnttabRefreshPage, Frame: 0}))
+	expectErr("refresh with an eventfd", syscall.EINVAL, msg(hypercall.Msg{ID: 32, Op: hypercall.OpGnttabRefreshPage, Frame: 0}), ev.Fd())
+	expectErr("refresh with two pages", syscall.EINVAL, msg(hypercall.Msg{ID: 33, Op: hypercall.OpGnttabRefreshPage, Frame: 0}), big.Fd())
+	expectErr("refresh with an unsealed memfd", syscall.EINVAL, msg(hypercall.Msg{ID: 34, Op: hypercall.OpGnttabRefreshPage, Frame: 0}), unsealed)
 	expectErr("unshare not its page", syscall.EINVAL, msg(hypercall.Msg{ID: 13, Op: hypercall.OpGnttabUnsharePage, Frame: 99}))
 	expectErr("close a port it lacks", syscall.EINVAL, msg(hypercall.Msg{ID: 14, Op: hypercall.OpEvtchnClose, Port: 5}))
 	expectErr("status of another's port", syscall.EPERM, msg(hypercall.Msg{ID: 15, Op: hypercall.OpEvtchnStatus, Dom: 1, Port: 1}))
@@ -147,6 +152,7 @@ func FuzzRequest(f *testing.F) {
 	f.Add((&hypercall.Msg{ID: 3, Op: hypercall.OpEvtchnBindIPI}).Append(nil))
 	f.Add((&hypercall.Msg{ID: 4, Op: hypercall.OpGnttabMap, Dom: uint16(abi.DOMID_SELF), Ref: 8}).Append(nil))
 	f.Add((&hypercall.Msg{ID: 5, Op: hypercall.OpGnttabCopy, Data: make([]byte, 44)}).Append(nil))
+	f.Add((&hypercall.Msg{ID: 6, Op: hypercall.OpGnttabRefreshPage}).Append(nil))
 	f.Add([]byte{9, 9, 9})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == 0 {

@@ -123,8 +123,9 @@ func (n notify) none() bool { return n.off == hypercall.NoNotify && n.port == hy
 // page is one shared page: the domain's sealed memfd and, once the agent
 // has needed its bytes, a mapping of it.
 type page struct {
-	mfd *shm.Memfd
-	m   *shm.Mapping
+	mfd     *shm.Memfd
+	m       *shm.Mapping
+	exposed bool // its memfd was handed to a mapper
 }
 
 func (p *page) close() {

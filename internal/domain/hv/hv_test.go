@@ -351,6 +351,100 @@ func TestGrantReadOnlyDescriptor(t *testing.T) {
 	}
 }
 
+// TestKeptDescriptorAfterEndAccess: a mapper that keeps the page's
+// descriptor after unmapping sees nothing the granter writes once it has
+// ended the grant, while the granter keeps its bytes at the same address
+// and can grant the frame again.
+func TestKeptDescriptorAfterEndAccess(t *testing.T) {
+	e := newEnv(t)
+	ga := gnttab.Open(e.dom(t, 1, DomainConfig{}))
+	f, err := e.h.AddDomain(2, DomainConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rawConn(t, f) // dom2 speaks the protocol itself, and keeps what it gets
+	defer c.Close()
+	gc := gnttab.Open(e.dom(t, 3, DomainConfig{}))
+	p, err := ga.AllocPages(1, gnttab.NoNotify, gnttab.NoNotify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := p.Bytes()
+	copy(page, "before")
+	ref, err := ga.GrantAccess(2, p.Frames[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, fds := call(t, c, hypercall.Msg{ID: 1, Op: hypercall.OpGnttabMap, Dom: 1, Ref: uint32(ref)})
+	if r.Status != 0 || len(fds) != 1 {
+		t.Fatalf("map: %+v fds %v", r, fds)
+	}
+	kept := fds[0]
+	defer unix.Close(kept)
+	peek := func() string {
+		b := make([]byte, 6)
+		if _, err := unix.Pread(kept, b, 0); err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := peek(); got != "before" {
+		t.Fatalf("mapper sees %q", got)
+	}
+	// A second grant of the frame, mapped: ending the first leaves the
+	// frame shared, as it still is.
+	ref3, err := ga.GrantAccess(3, p.Frames[0], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m3, err := gc.Map(1, []gnttab.Ref{ref3}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := call(t, c, hypercall.Msg{ID: 2, Op: hypercall.OpGnttabUnmap, Handle: r.Handle}); r.Errno != 0 || r.Status != 0 {
+		t.Fatalf("unmap: %+v", r)
+	}
+	if err := ga.EndAccess(ref); err != nil {
+		t.Fatal(err)
+	}
+	copy(page, "shared")
+	if got := peek(); got != "shared" {
+		t.Fatalf("with dom3 still mapping, the frame changed: the old page shows %q", got)
+	}
+	if err := gc.Unmap(m3); err != nil {
+		t.Fatal(err)
+	}
+	if err := ga.EndAccess(ref3); err != nil {
+		t.Fatal(err)
+	}
+	copy(page, "secret")
+	if got := peek(); got != "shared" {
+		t.Fatalf("the kept descriptor shows %q after the grants ended", got)
+	}
+	if string(page[:6]) != "secret" {
+		t.Fatalf("granter's page shows %q", page[:6])
+	}
+	// Granted again, the frame is the new page.
+	ref3, err = ga.GrantAccess(3, p.Frames[0], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m3, err = gc.Map(1, []gnttab.Ref{ref3}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m3.Bytes()[:6]) != "secret" {
+		t.Fatalf("granted again, the frame shows %q", m3.Bytes()[:6])
+	}
+	gc.Unmap(m3)
+	if err := ga.EndAccess(ref3); err != nil {
+		t.Fatal(err)
+	}
+	if err := ga.FreePages(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestGrantCopy(t *testing.T) {
 	e := newEnv(t)
 	ga := gnttab.Open(e.dom(t, 1, DomainConfig{}))

@@ -86,6 +86,9 @@ func (h *Hypervisor) handle(d *vdom, m hypercall.Msg, fds []int) {
 		fds = nil
 	case hypercall.OpGnttabUnsharePage:
 		err = h.unsharePage(d, m.Frame)
+	case hypercall.OpGnttabRefreshPage:
+		err = h.refreshPage(d, m.Frame, fds, r)
+		fds = nil
 	case hypercall.OpGnttabMap:
 		err = h.mapGrant(d, m, r)
 	case hypercall.OpGnttabUnmap:
@@ -252,6 +255,38 @@ func (h *Hypervisor) unsharePage(d *vdom, gfn uint32) error {
 	return nil
 }
 
+// refreshPage replaces one of d's pages by the fresh copy it sends, if
+// the old one was ever handed to a mapper: a mapper may have kept its
+// descriptor after unmapping, and a memfd cannot be taken back.
+// Preconditions: h.mu held.
+func (h *Hypervisor) refreshPage(d *vdom, gfn uint32, fds []int, r *reply) error {
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return errorf(syscall.EINVAL, "refresh page: need one memfd, got %d descriptors", len(fds))
+	}
+	if int64(gfn) >= int64(len(d.pages)) || d.pages[gfn] == nil {
+		closeFDs(fds)
+		return errorf(syscall.EINVAL, "refresh page: no page %d", gfn)
+	}
+	if h.gnt.FramePinned(d.id, gfn) {
+		closeFDs(fds)
+		return errorf(syscall.EBUSY, "refresh page: page %d is mapped", gfn)
+	}
+	mfd, err := shm.AdoptMemfd(fds[0], abi.PAGE_SIZE)
+	if err != nil {
+		closeFDs(fds)
+		return errorf(syscall.EINVAL, "refresh page: %v", err)
+	}
+	if !d.pages[gfn].exposed {
+		mfd.Close()
+		return nil
+	}
+	d.pages[gfn].close()
+	d.pages[gfn] = &page{mfd: mfd}
+	r.m.Flags = hypercall.FlagReplaced
+	return nil
+}
+
 // statusErrno maps a grant status to the errno of the reply.
 func statusErrno(st gnttab.Status) syscall.Errno {
 	switch st {
@@ -309,6 +344,7 @@ func (h *Hypervisor) mapGrant(d *vdom, m hypercall.Msg, r *reply) error {
 		return errorf(syscall.EMFILE, "map: %v", err)
 	}
 	r.fds = append(r.fds, fd)
+	pg.exposed = true
 	r.m.Handle = uint32(mp.Handle)
 	r.m.Frame = mp.Frame
 	r.m.Dom = uint16(mp.Granter)
