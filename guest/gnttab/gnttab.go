@@ -7,7 +7,10 @@
 // its agent. The agent reads an entry only when someone maps or copies
 // through it. EndAccess is the domain's own compare-and-swap of the
 // entry's flags, and fails with ErrBusy while the grantee has it mapped
-// (the agent keeps GTF_reading/GTF_writing set meanwhile).
+// (the agent keeps GTF_reading/GTF_writing set meanwhile). Once the last
+// grant of a page that a mapper received has ended, the page is swapped
+// for a copy at the same address, since the mapper may have kept its
+// descriptor.
 //
 // Mapping: Map asks the agent, which checks the granter's entry and hands
 // over the page itself: on one host a mapped grant is the same physical
@@ -49,6 +52,8 @@ const DOMID_SELF = abi.DOMID_SELF
 var (
 	// ErrBusy means a grant is still mapped by its grantee.
 	ErrBusy = grantentry.ErrBusy
+	// ErrNotGranted means ending access to a ref that grants nothing.
+	ErrNotGranted = grantentry.ErrNotGranted
 	// ErrNoRefs means every entry of the grant table is in use.
 	ErrNoRefs = fmt.Errorf("gnttab: grant table full: %w", syscall.ENOSPC)
 	// ErrRevoked means the granter of a mapping is gone.
@@ -196,7 +201,9 @@ func (h *Handle) endAccess(r Ref) error {
 	if err := grantentry.EndAccess(h.d.table, r); err != nil {
 		return err
 	}
-	h.d.freeRef(r)
+	if r >= abi.GNTTAB_NR_RESERVED_ENTRIES { // the toolstack's, never handed out
+		h.d.freeRef(r)
+	}
 	return nil
 }
 
@@ -358,8 +365,9 @@ func (h *Handle) Unshare(s *Share) error {
 		if s.ended[i] {
 			continue
 		}
-		// No refresh: the pages are freed below.
-		if err := h.endAccess(r); err != nil {
+		// No refresh: the pages are freed below. Ended already (by
+		// EndAccess on the ref) counts as ended.
+		if err := h.endAccess(r); err != nil && !errors.Is(err, ErrNotGranted) {
 			busy = true
 			continue
 		}

@@ -21,6 +21,9 @@ var (
 	ErrBusy = errors.New("gnttab: grant entry in use")
 	// ErrRef means the reference is outside the table.
 	ErrRef = errors.New("gnttab: grant reference out of range")
+	// ErrNotGranted means the entry grants nothing (already ended, or
+	// never written).
+	ErrNotGranted = errors.New("gnttab: grant entry not in use")
 )
 
 // Off is the byte offset of entry ref.
@@ -72,6 +75,11 @@ func EndAccess(table []byte, ref abi.GrantRef) error {
 		cur := ring.Load32(table, off)
 		if uint16(cur)&(abi.GTF_reading|abi.GTF_writing) != 0 {
 			return ErrBusy
+		}
+		// Ending an ended entry would let its owner free the ref twice
+		// and hand it to two grants.
+		if uint16(cur)&abi.GTF_type_mask == abi.GTF_invalid {
+			return ErrNotGranted
 		}
 		if ring.CompareAndSwap32(table, off, cur, cur&^0xffff) {
 			return nil

@@ -36,6 +36,9 @@ func TestGrantAndEnd(t *testing.T) {
 	if f := Read(gt, 8).Flags; f != 0 {
 		t.Fatalf("flags after end = %#x", f)
 	}
+	if err := EndAccess(gt, 8); !errors.Is(err, ErrNotGranted) {
+		t.Fatalf("second end: %v", err)
+	}
 	if err := GrantAccess(gt, abi.GrantEntriesPerPage, 1, 1, false); !errors.Is(err, ErrRef) {
 		t.Fatalf("out of range grant: %v", err)
 	}

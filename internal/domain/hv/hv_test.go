@@ -293,6 +293,13 @@ func TestGrantMapSemantics(t *testing.T) {
 	if f := ga.Entry(s.Refs[0]).Flags; f&(abi.GTF_reading|abi.GTF_writing) != 0 {
 		t.Fatalf("flags after unmap: %#x", f)
 	}
+	if err := ga.EndAccess(s.Refs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := ga.EndAccess(s.Refs[0]); !errors.Is(err, gnttab.ErrNotGranted) {
+		t.Fatalf("second end access: %v", err)
+	}
+	// Unshare takes an ended grant as ended.
 	if err := ga.Unshare(s); err != nil {
 		t.Fatal(err)
 	}
