@@ -206,14 +206,9 @@ func (h *Hypervisor) kick(dom DomID, port evtchn.Port) {
 // sharePage registers a page the domain made: a sealed one-page memfd.
 // Preconditions: h.mu held.
 func (h *Hypervisor) sharePage(d *vdom, m hypercall.Msg, fds []int, r *reply) error {
-	if len(fds) != 1 {
-		closeFDs(fds)
-		return errorf(syscall.EINVAL, "share page: need one memfd, got %d descriptors", len(fds))
-	}
-	mfd, err := shm.AdoptMemfd(fds[0], abi.PAGE_SIZE)
+	mfd, err := adoptPage("share page", fds)
 	if err != nil {
-		closeFDs(fds)
-		return errorf(syscall.EINVAL, "share page: %v", err)
+		return err
 	}
 	if d.npages >= d.cfg.MaxPages {
 		mfd.Close()
@@ -239,6 +234,21 @@ func (h *Hypervisor) sharePage(d *vdom, m hypercall.Msg, fds []int, r *reply) er
 	return nil
 }
 
+// adoptPage takes the one sealed one-page memfd a request of op carries;
+// on error the descriptors are closed.
+func adoptPage(op string, fds []int) (*shm.Memfd, error) {
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return nil, errorf(syscall.EINVAL, "%s: need one memfd, got %d descriptors", op, len(fds))
+	}
+	mfd, err := shm.AdoptMemfd(fds[0], abi.PAGE_SIZE)
+	if err != nil {
+		closeFDs(fds)
+		return nil, errorf(syscall.EINVAL, "%s: %v", op, err)
+	}
+	return mfd, nil
+}
+
 // unsharePage withdraws one of d's pages, unless a grant of it is pinned.
 // Preconditions: h.mu held.
 func (h *Hypervisor) unsharePage(d *vdom, gfn uint32) error {
@@ -260,26 +270,19 @@ func (h *Hypervisor) unsharePage(d *vdom, gfn uint32) error {
 // descriptor after unmapping, and a memfd cannot be taken back.
 // Preconditions: h.mu held.
 func (h *Hypervisor) refreshPage(d *vdom, gfn uint32, fds []int, r *reply) error {
-	if len(fds) != 1 {
-		closeFDs(fds)
-		return errorf(syscall.EINVAL, "refresh page: need one memfd, got %d descriptors", len(fds))
-	}
-	if int64(gfn) >= int64(len(d.pages)) || d.pages[gfn] == nil {
-		closeFDs(fds)
-		return errorf(syscall.EINVAL, "refresh page: no page %d", gfn)
-	}
-	if h.gnt.FramePinned(d.id, gfn) {
-		closeFDs(fds)
-		return errorf(syscall.EBUSY, "refresh page: page %d is mapped", gfn)
-	}
-	mfd, err := shm.AdoptMemfd(fds[0], abi.PAGE_SIZE)
+	mfd, err := adoptPage("refresh page", fds)
 	if err != nil {
-		closeFDs(fds)
-		return errorf(syscall.EINVAL, "refresh page: %v", err)
+		return err
 	}
-	if !d.pages[gfn].exposed {
+	switch {
+	case int64(gfn) >= int64(len(d.pages)) || d.pages[gfn] == nil:
+		err = errorf(syscall.EINVAL, "refresh page: no page %d", gfn)
+	case h.gnt.FramePinned(d.id, gfn):
+		err = errorf(syscall.EBUSY, "refresh page: page %d is mapped", gfn)
+	}
+	if err != nil || !d.pages[gfn].exposed {
 		mfd.Close()
-		return nil
+		return err
 	}
 	d.pages[gfn].close()
 	d.pages[gfn] = &page{mfd: mfd}
