@@ -183,32 +183,35 @@ func (h *Handle) GrantAccess(dom DomID, frame uint32, readonly bool) (Ref, error
 }
 
 // EndAccess revokes grant r; it fails with ErrBusy while the grantee has
-// it mapped. On success r is free for reuse, and if the frame's page was
-// ever mapped by another domain, the page is replaced by a copy at the
-// same address (see refresh).
+// it mapped. On success r is free for reuse, and if the grant was ever
+// mapped, its page is replaced by a copy at the same address (see
+// refresh).
 func (h *Handle) EndAccess(r Ref) error {
 	if !grantentry.InRange(h.d.table, r) {
-		return h.endAccess(r) // its error
+		return grantentry.ErrRef
 	}
 	frame := grantentry.Read(h.d.table, r).Frame // r may be reused once ended
-	if err := h.endAccess(r); err != nil {
+	flags, err := h.endAccess(r)
+	if err != nil || flags&abi.GTF_shi_mapped == 0 {
 		return err
 	}
 	return h.refresh(frame)
 }
 
-func (h *Handle) endAccess(r Ref) error {
-	if err := grantentry.EndAccess(h.d.table, r); err != nil {
-		return err
+// endAccess ends r and returns the flags it cleared.
+func (h *Handle) endAccess(r Ref) (uint16, error) {
+	flags, err := grantentry.End(h.d.table, r)
+	if err != nil {
+		return 0, err
 	}
 	if r >= abi.GNTTAB_NR_RESERVED_ENTRIES { // the toolstack's, never handed out
 		h.d.freeRef(r)
 	}
-	return nil
+	return flags, nil
 }
 
 // refresh gives frame a new page holding the same bytes, if the agent
-// ever handed its page to a mapper. In Xen an ended grant leaves the
+// handed its page to a mapper (GTF_shi_mapped). In Xen an ended grant leaves the
 // grantee nothing; here the grantee received the page as a memfd, which
 // it may have kept past unmapping, so the memory behind the frame has to
 // change instead. While another grant of the frame is mapped the frame is
@@ -367,7 +370,7 @@ func (h *Handle) Unshare(s *Share) error {
 		}
 		// No refresh: the pages are freed below. Ended already (by
 		// EndAccess on the ref) counts as ended.
-		if err := h.endAccess(r); err != nil && !errors.Is(err, ErrNotGranted) {
+		if _, err := h.endAccess(r); err != nil && !errors.Is(err, ErrNotGranted) {
 			busy = true
 			continue
 		}

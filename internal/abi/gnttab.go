@@ -45,6 +45,14 @@ const (
 	GTF_PAT      = 1 << 7
 	GTF_sub_page = 1 << 8 // copy only (v2)
 
+	// GTF_shi_mapped is shi's own, in a bit Xen leaves unused: the agent
+	// sets it with GTF_reading when it hands the page to a mapper, and
+	// only the granter's end of access clears it. It tells the granter
+	// that the page must be replaced (guest/gnttab). Xen guests, which
+	// end access with a compare-and-swap of whatever flags they read,
+	// are unaffected.
+	GTF_shi_mapped = 1 << 15
+
 	GTF_transfer_committed = 1 << 2
 	GTF_transfer_completed = 1 << 3
 )

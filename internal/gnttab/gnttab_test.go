@@ -85,7 +85,7 @@ func TestMapChecks(t *testing.T) {
 			if m.Frame != tc.entry.Frame || m.Readonly != tc.readonly {
 				t.Errorf("mapping %+v", m)
 			}
-			wantFlags := tc.entry.Flags | abi.GTF_reading
+			wantFlags := tc.entry.Flags | abi.GTF_reading | abi.GTF_shi_mapped
 			if !tc.readonly {
 				wantFlags |= abi.GTF_writing
 			}
@@ -106,11 +106,14 @@ func TestMapLifecycle(t *testing.T) {
 		t.Fatalf("re-grant of a live entry: %v", err)
 	}
 	ro, st := tab.Map(2, 1, 8, true)
-	if st != Okay || flags(gt, 8) != abi.GTF_permit_access|abi.GTF_reading {
+	// GTF_shi_mapped stays until the granter ends access: the page went
+	// out.
+	const mapped = abi.GTF_permit_access | abi.GTF_shi_mapped
+	if st != Okay || flags(gt, 8) != mapped|abi.GTF_reading {
 		t.Fatalf("ro map: %v flags %#x", st, flags(gt, 8))
 	}
 	rw, st := tab.Map(2, 1, 8, false)
-	if st != Okay || flags(gt, 8) != abi.GTF_permit_access|abi.GTF_reading|abi.GTF_writing {
+	if st != Okay || flags(gt, 8) != mapped|abi.GTF_reading|abi.GTF_writing {
 		t.Fatalf("rw map: %v flags %#x", st, flags(gt, 8))
 	}
 	if ro.Handle == rw.Handle {
@@ -133,7 +136,7 @@ func TestMapLifecycle(t *testing.T) {
 	if _, st := tab.Map(3, 1, 8, true); st != GeneralError {
 		t.Fatalf("map by another domain while pinned: %v", st)
 	}
-	if _, st := tab.Unmap(2, rw.Handle); st != Okay || flags(gt, 8) != abi.GTF_permit_access|abi.GTF_reading {
+	if _, st := tab.Unmap(2, rw.Handle); st != Okay || flags(gt, 8) != mapped|abi.GTF_reading {
 		t.Fatalf("unmap rw: %v flags %#x", st, flags(gt, 8))
 	}
 	if _, st := tab.Unmap(2, rw.Handle); st != BadHandle {
@@ -142,7 +145,7 @@ func TestMapLifecycle(t *testing.T) {
 	if err := EndAccess(gt, 8); !errors.Is(err, ErrBusy) {
 		t.Fatalf("EndAccess while mapped ro: %v", err)
 	}
-	if _, st := tab.Unmap(2, ro.Handle); st != Okay || flags(gt, 8) != abi.GTF_permit_access {
+	if _, st := tab.Unmap(2, ro.Handle); st != Okay || flags(gt, 8) != mapped {
 		t.Fatalf("unmap ro: %v flags %#x", st, flags(gt, 8))
 	}
 	if err := EndAccess(gt, 8); err != nil {
@@ -193,7 +196,7 @@ func TestRemoveDomain(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("Removed (-want +got):\n%s", diff)
 	}
-	if flags(tables[2], 8) != abi.GTF_permit_access|abi.GTF_readonly {
+	if flags(tables[2], 8) != abi.GTF_permit_access|abi.GTF_readonly|abi.GTF_shi_mapped {
 		t.Errorf("dom2's grant still pinned: %#x", flags(tables[2], 8))
 	}
 	if _, st := tab.Unmap(2, m1.Handle); st != BadHandle {
@@ -274,16 +277,23 @@ func TestCopy(t *testing.T) {
 func TestCopyWhileMapped(t *testing.T) {
 	tab, _, tables := setup(t)
 	GrantAccess(tables[1], 8, 2, 10, false)
-	m, _ := tab.Map(2, 1, 8, true)
 	op := CopyOp{Source: CopyPtr{Dom: abi.DOMID_SELF, Frame: 20}, Dest: CopyPtr{Dom: 1, Ref: 8}, Len: 4, Flags: abi.GNTCOPY_dest_gref}
 	if st := tab.Copy(2, op); st != Okay {
 		t.Fatal(st)
 	}
-	if f := flags(tables[1], 8); f != abi.GTF_permit_access|abi.GTF_reading {
+	// A copy hands out no page: nothing for the granter to replace.
+	if f := flags(tables[1], 8); f != abi.GTF_permit_access {
+		t.Fatalf("flags after a copy alone %#x", f)
+	}
+	m, _ := tab.Map(2, 1, 8, true)
+	if st := tab.Copy(2, op); st != Okay {
+		t.Fatal(st)
+	}
+	if f := flags(tables[1], 8); f != abi.GTF_permit_access|abi.GTF_shi_mapped|abi.GTF_reading {
 		t.Fatalf("flags after copy %#x: the write pin leaked or the read pin was dropped", f)
 	}
 	tab.Unmap(2, m.Handle)
-	if f := flags(tables[1], 8); f != abi.GTF_permit_access {
+	if f := flags(tables[1], 8); f != abi.GTF_permit_access|abi.GTF_shi_mapped {
 		t.Fatalf("flags %#x", f)
 	}
 }

@@ -203,6 +203,9 @@ func (t *Table) Map(mapper, granter DomID, ref Ref, readonly bool) (Mapping, Sta
 	if st != Okay {
 		return Mapping{}, st
 	}
+	// The mapper gets the page itself and may keep it: the granter
+	// replaces the page when it ends this grant.
+	ring.Or32(g.table, entryOff(ref), abi.GTF_shi_mapped)
 	m := &Mapping{Mapper: mapper, Granter: granter, Ref: ref, Frame: frame, Readonly: readonly}
 	m.Handle = md.track(m)
 	return *m, Okay

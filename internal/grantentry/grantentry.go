@@ -67,22 +67,28 @@ func GrantAccess(table []byte, ref abi.GrantRef, dom abi.DomID, frame uint32, re
 // flags to 0 that fails with ErrBusy while the grantee has it mapped (or
 // is copying through it), i.e. while GTF_reading or GTF_writing is set.
 func EndAccess(table []byte, ref abi.GrantRef) error {
+	_, err := End(table, ref)
+	return err
+}
+
+// End is EndAccess that also returns the flags it cleared.
+func End(table []byte, ref abi.GrantRef) (uint16, error) {
 	if !InRange(table, ref) {
-		return ErrRef
+		return 0, ErrRef
 	}
 	off := Off(ref)
 	for {
 		cur := ring.Load32(table, off)
 		if uint16(cur)&(abi.GTF_reading|abi.GTF_writing) != 0 {
-			return ErrBusy
+			return 0, ErrBusy
 		}
 		// Ending an ended entry would let its owner free the ref twice
 		// and hand it to two grants.
 		if uint16(cur)&abi.GTF_type_mask == abi.GTF_invalid {
-			return ErrNotGranted
+			return 0, ErrNotGranted
 		}
 		if ring.CompareAndSwap32(table, off, cur, cur&^0xffff) {
-			return nil
+			return uint16(cur), nil
 		}
 	}
 }
