@@ -210,12 +210,13 @@ func (h *Handle) endAccess(r Ref) (uint16, error) {
 	return flags, nil
 }
 
-// refresh gives frame a new page holding the same bytes, if the agent
-// handed its page to a mapper (GTF_shi_mapped). In Xen an ended grant leaves the
-// grantee nothing; here the grantee received the page as a memfd, which
-// it may have kept past unmapping, so the memory behind the frame has to
-// change instead. While another grant of the frame is mapped the frame is
-// still shared and stays as it is.
+// refresh gives frame a new page holding the same bytes; EndAccess calls
+// it for a grant the agent marked GTF_shi_mapped. In Xen an ended grant
+// leaves the grantee nothing; here the grantee received the page as a
+// memfd, which it may have kept past unmapping, so the memory behind the
+// frame has to change instead. While another grant of the frame is
+// mapped the frame is still shared and stays as it is (that grant's end
+// refreshes it).
 //
 // Writes this domain makes to the page while refresh runs may be lost:
 // end access to a page before writing to it again.
