@@ -1,4 +1,5 @@
-# make test   what CI runs (.ci/run): install deps, gofmt, vet, every test
+# make test   scripts/test.sh, what CI runs (.ci/run): install deps, gofmt,
+#             vet, every test
 # make build  the shi binary into bin/shi
 # make fuzz   each Fuzz target for FUZZTIME (the plain test run replays
 #             only their seed corpora)
@@ -9,26 +10,15 @@ GO       ?= go
 FUZZTIME ?= 10s
 TESTFLAGS ?=
 
-.PHONY: all test deps fmt vet unit build fuzz race clean bench-cluster
+.PHONY: all test deps build fuzz race clean bench-cluster
 
 all: build
 
-test: deps fmt vet unit
+test:
+	GO=$(GO) TESTFLAGS="$(TESTFLAGS)" scripts/test.sh
 
 deps:
 	scripts/deps.sh
-
-# Committed files only: that is what CI sees, and others' work in progress
-# in a shared checkout should not fail everyone's run.
-fmt:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); \
-	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-
-vet:
-	$(GO) vet ./...
-
-unit:
-	$(GO) test -count=1 -timeout 12m $(TESTFLAGS) ./...
 
 build:
 	$(GO) build -o bin/shi ./cmd/shi
