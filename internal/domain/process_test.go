@@ -30,50 +30,44 @@ func expectOK(t *testing.T, e *domaintest.Env, names ...string) {
 	}
 }
 
-func peerOf(d directory.Domain) string { return "PEER=" + strconv.Itoa(int(d.ID)) }
-
-// introduce tells the domain that was created first who its peer is.
-func introduce(t *testing.T, e *domaintest.Env, first, second directory.Domain) {
-	e.WriteAsDom0(t, fmt.Sprintf("/local/domain/%d/data/peer", first.ID), strconv.Itoa(int(second.ID)))
+// pair creates domain first running role firstRole, then second running
+// secondRole with PEER naming the first, and tells the first who its peer
+// is (in ~/data/peer). env goes to both.
+func pair(t *testing.T, e *domaintest.Env, first, firstRole, second, secondRole string, env ...string) (directory.Domain, directory.Domain) {
+	t.Helper()
+	a := e.Create(t, first, firstRole, env...)
+	b := e.Create(t, second, secondRole, append([]string{"PEER=" + strconv.Itoa(int(a.ID))}, env...)...)
+	e.WriteAsDom0(t, fmt.Sprintf("/local/domain/%d/data/peer", a.ID), strconv.Itoa(int(b.ID)))
+	return a, b
 }
 
 func TestPingPong(t *testing.T) {
 	e := domaintest.Start(t)
-	pong := e.Create(t, "pong", "pong", "ROUNDS=200")
-	ping := e.Create(t, "ping", "ping", peerOf(pong), "ROUNDS=200")
-	introduce(t, e, pong, ping)
+	pair(t, e, "pong", "pong", "ping", "ping", "ROUNDS=200")
 	expectOK(t, e, "ping", "pong")
 }
 
 func TestCoalesceAndMask(t *testing.T) {
 	e := domaintest.Start(t)
-	r := e.Create(t, "recv", "evt-recv")
-	s := e.Create(t, "send", "evt-send", peerOf(r))
-	introduce(t, e, r, s)
+	pair(t, e, "recv", "evt-recv", "send", "evt-send")
 	expectOK(t, e, "recv", "send")
 }
 
 func TestGrantedRing(t *testing.T) {
 	e := domaintest.Start(t)
-	back := e.Create(t, "back", "ring-back")
-	front := e.Create(t, "front", "ring-front", peerOf(back))
-	introduce(t, e, back, front)
+	pair(t, e, "back", "ring-back", "front", "ring-front")
 	expectOK(t, e, "front", "back")
 }
 
 func TestEndAccessWhileMapped(t *testing.T) {
 	e := domaintest.Start(t)
-	m := e.Create(t, "mapper", "mapper")
-	g := e.Create(t, "granter", "granter", peerOf(m))
-	introduce(t, e, m, g)
+	pair(t, e, "mapper", "mapper", "granter", "granter")
 	expectOK(t, e, "granter", "mapper")
 }
 
 func TestPeerDeathClosesPort(t *testing.T) {
 	e := domaintest.Start(t)
-	s := e.Create(t, "survivor", "survivor")
-	b := e.Create(t, "binder", "binder", peerOf(s))
-	introduce(t, e, s, b)
+	s, _ := pair(t, e, "survivor", "survivor", "binder", "binder")
 	c := dom0(t, e)
 	if _, err := domaintest.WaitRead(c, fmt.Sprintf("/local/domain/%d/data/waiting", s.ID), exitWait); err != nil {
 		t.Fatal(err)
@@ -97,9 +91,7 @@ func TestHostileDomain(t *testing.T) {
 	if d, ok := e.Manager.Lookup("victim"); !ok || d.State != directory.StateRunning {
 		t.Fatalf("victim: %+v %v", d, ok)
 	}
-	pong := e.Create(t, "pong", "pong", "ROUNDS=20")
-	ping := e.Create(t, "ping", "ping", peerOf(pong), "ROUNDS=20")
-	introduce(t, e, pong, ping)
+	pair(t, e, "pong", "pong", "ping", "ping", "ROUNDS=20")
 	expectOK(t, e, "ping", "pong")
 	log := e.Log.String()
 	for _, want := range []string{"name=hostile", "malformed request", "op=gnttab_map", "op=evtchn_bind_interdomain"} {

@@ -85,6 +85,22 @@ func readNum(c *xs.Client, path string) (uint32, error) {
 	return uint32(n), err
 }
 
+// peerNums waits for the peer named in ~/data/peer and reads the numbers
+// it published under the keys.
+func peerNums(c *xs.Client, keys ...string) (abi.DomID, []uint32, error) {
+	peer, err := waitDomid(c, home(me())+"/data/peer")
+	if err != nil {
+		return 0, nil, err
+	}
+	nums := make([]uint32, len(keys))
+	for i, k := range keys {
+		if nums[i], err = readNum(c, home(peer)+"/data/"+k); err != nil {
+			return 0, nil, err
+		}
+	}
+	return peer, nums, nil
+}
+
 // serveBound allocates a port for the peer named in ~/data/peer and
 // publishes it as ~/data/port.
 func serveBound(c *xs.Client, e *evtchn.Handle) (peer abi.DomID, p evtchn.Port, err error) {
@@ -348,18 +364,11 @@ func ringBack() error {
 	if err != nil {
 		return err
 	}
-	peer, err := waitDomid(c, home(me())+"/data/peer")
+	peer, nums, err := peerNums(c, "ring-ref", "port")
 	if err != nil {
 		return err
 	}
-	ref, err := readNum(c, home(peer)+"/data/ring-ref")
-	if err != nil {
-		return err
-	}
-	rp, err := readNum(c, home(peer)+"/data/port")
-	if err != nil {
-		return err
-	}
+	ref, rp := nums[0], nums[1]
 	g, err := gnttab.OpenSelf()
 	if err != nil {
 		return err
@@ -477,18 +486,11 @@ func mapper() error {
 	if err != nil {
 		return err
 	}
-	peer, err := waitDomid(c, home(me())+"/data/peer")
+	peer, nums, err := peerNums(c, "ref", "ro-ref")
 	if err != nil {
 		return err
 	}
-	ref, err := readNum(c, home(peer)+"/data/ref")
-	if err != nil {
-		return err
-	}
-	ro, err := readNum(c, home(peer)+"/data/ro-ref")
-	if err != nil {
-		return err
-	}
+	ref, ro := nums[0], nums[1]
 	g, err := gnttab.OpenSelf()
 	if err != nil {
 		return err
