@@ -160,16 +160,27 @@ func (c *Client) fail(err error) {
 		p.ch <- result{err: err}
 		delete(c.pending, id)
 	}
+	ws := c.takeWatchesLocked()
+	c.mu.Unlock()
+	stopAll(ws)
+	c.rw.Close()
+}
+
+// takeWatchesLocked forgets every watch and returns them, to be stopped
+// once c.mu is released. Preconditions: c.mu held.
+func (c *Client) takeWatchesLocked() []*Watch {
 	var ws []*Watch
 	for tok, l := range c.watches {
 		ws = append(ws, l...)
 		delete(c.watches, tok)
 	}
-	c.mu.Unlock()
+	return ws
+}
+
+func stopAll(ws []*Watch) {
 	for _, w := range ws {
 		w.stop()
 	}
-	c.rw.Close()
 }
 
 func (c *Client) readLoop() {

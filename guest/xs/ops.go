@@ -199,15 +199,9 @@ func (c *Client) ResetWatches() error {
 		return err
 	}
 	c.mu.Lock()
-	var ws []*Watch
-	for tok, l := range c.watches {
-		ws = append(ws, l...)
-		delete(c.watches, tok)
-	}
+	ws := c.takeWatchesLocked()
 	c.mu.Unlock()
-	for _, w := range ws {
-		w.stop()
-	}
+	stopAll(ws)
 	return nil
 }
 
