@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"shi/internal/nstest"
 )
 
 // testXenstore is Xen's own XenStore test suite, unpacked by scripts/deps.sh.
@@ -29,7 +31,7 @@ func TestConformance(t *testing.T) {
 	t.Logf("running Xen's clients against %s, a follower (%s leads)", f.Name, c.Host(l).Name)
 
 	t.Run("test-xenstore", func(t *testing.T) {
-		bin := filepath.Join(moduleRoot(t), testXenstore)
+		bin := filepath.Join(nstest.ModuleRoot(t), testXenstore)
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatalf("%v (run scripts/deps.sh)", err)
 		}
@@ -137,22 +139,4 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("xenstore-watch -n 2: %v (stderr %q)", err, stderr.String())
 		}
 	})
-}
-
-// moduleRoot is the directory of go.mod above the test's directory.
-func moduleRoot(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
 }

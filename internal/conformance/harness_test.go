@@ -319,25 +319,6 @@ func (p *proxy) since(mark, max int) string {
 	return skipped + "  " + strings.Join(l, "\n  ")
 }
 
-// moduleRoot is the directory holding go.mod (tests run in their package's
-// directory).
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
-
 // tool returns the path of a program the tests need, failing the test (not
 // skipping it) when it is missing.
 func tool(t *testing.T, name string) string {

@@ -8,13 +8,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"shi/internal/nstest"
 )
 
 // testXenstore returns the path of Xen's test-xenstore and the environment
 // it needs (its libraries come from .cache/xen when the system lacks them).
 func testXenstore(t *testing.T) (string, []string) {
 	t.Helper()
-	root := moduleRoot(t)
+	root := nstest.ModuleRoot(t)
 	bin := tool(t, filepath.Join(root, ".cache/xen/usr/lib/xen-4.17/bin/test-xenstore"))
 	return bin, []string{"LD_LIBRARY_PATH=" + filepath.Join(root, ".cache/xen/usr/lib/x86_64-linux-gnu")}
 }

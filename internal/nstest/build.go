@@ -89,8 +89,17 @@ func goBuild(pkg string) (string, error) {
 	return out, nil
 }
 
-// moduleRoot finds the directory of the go.mod above the working directory
-// (a test runs in its package's directory).
+// ModuleRoot returns the directory of the go.mod above the working
+// directory (a test runs in its package's directory).
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	return root
+}
+
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
