@@ -9,13 +9,13 @@ import (
 	"syscall"
 
 	"shi/internal/agent"
+	"shi/internal/bench"
 	"shi/internal/cli"
-	"shi/internal/shm"
 )
 
 func main() {
 	// Benchmarks re-run this binary as their second process.
-	shm.RunChild()
+	bench.RunChild()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) > 1 && os.Args[1] == "agent" {

@@ -8,13 +8,12 @@ import (
 	"testing"
 
 	"shi/internal/domain/domaintest"
-	"shi/internal/shm"
 )
 
-// TestMain lets the test binary be a benchmark's second process (shm) or
+// TestMain lets the test binary be a benchmark's second process (baseline_linux.go) or
 // one of its domains.
 func TestMain(m *testing.M) {
-	shm.RunChild()
+	RunChild()
 	if os.Getenv("SHI_BENCH_DOMAIN") != "" {
 		if err := DomainMain(os.Args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -6,8 +6,6 @@ import (
 	"io"
 	"strconv"
 	"time"
-
-	"shi/internal/shm"
 )
 
 // EvtchnConfig sets "shi bench evtchn".
@@ -41,7 +39,7 @@ func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 	// load on a shared machine.
 	var raw, dom []time.Duration
 	for i := range cfg.Runs {
-		r, err := shm.EventFDPingPong(cfg.Rounds)
+		r, err := EventFDPingPong(cfg.Rounds)
 		if err != nil {
 			return fmt.Errorf("eventfd ping-pong: %w", err)
 		}

@@ -6,8 +6,6 @@ import (
 	"io"
 	"strconv"
 	"time"
-
-	"shi/internal/shm"
 )
 
 // RingConfig sets "shi bench ring".
@@ -63,7 +61,7 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	// Runs alternate between the two paths (see RunEvtchn).
 	var sock, ring []float64
 	for i := range cfg.Runs {
-		r, err := shm.UnixStreamThroughput(cfg.Bytes, cfg.Chunk)
+		r, err := UnixStreamThroughput(cfg.Bytes, cfg.Chunk)
 		if err != nil {
 			return fmt.Errorf("unix socket: %w", err)
 		}

@@ -17,10 +17,10 @@ func SignalHot(fd int) error {
 	return nil
 }
 
-// readHot is a blocking read(2) made as a raw syscall, like SignalHot: the
+// ReadHot is a blocking read(2) made as a raw syscall, like SignalHot: the
 // eventfd baseline of the benchmarks uses it so that it pays no more for
 // Go's scheduler than the event-channel path does.
-func readHot(fd int, b []byte) error {
+func ReadHot(fd int, b []byte) error {
 	_, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if errno != 0 {
 		return errno

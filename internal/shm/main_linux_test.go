@@ -14,7 +14,6 @@ const testChildEnv = "SHI_SHM_TEST_CHILD"
 var testChildren = map[string]func() error{}
 
 func TestMain(m *testing.M) {
-	RunChild()
 	if role := os.Getenv(testChildEnv); role != "" {
 		f := testChildren[role]
 		if f == nil {

@@ -1,4 +1,4 @@
-package shm
+package bench
 
 import (
 	"encoding/binary"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"shi/internal/shm"
 )
 
 // BenchResult is what a benchmark helper measured.
@@ -45,7 +47,7 @@ func (r BenchResult) String() string {
 }
 
 // childEnv selects the role of a re-executed benchmark child.
-const childEnv = "SHI_SHM_CHILD"
+const childEnv = "SHI_BENCH_CHILD"
 
 // RunChild runs the child side of a benchmark and exits, if this process
 // was started as one; otherwise it returns at once. Call it first thing in
@@ -58,14 +60,14 @@ func RunChild() {
 	var err error
 	switch role {
 	case "eventfd-pong":
-		err = pongChild(os.Getenv("SHI_SHM_ROUNDS"))
+		err = pongChild(os.Getenv("SHI_BENCH_ROUNDS"))
 	case "unix-sink":
-		err = sinkChild(os.Getenv("SHI_SHM_CHUNK"))
+		err = sinkChild(os.Getenv("SHI_BENCH_CHUNK"))
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "shm bench child %s: %v\n", role, err)
+		fmt.Fprintf(os.Stderr, "bench child %s: %v\n", role, err)
 		os.Exit(1)
 	}
 	os.Exit(0)
@@ -82,7 +84,7 @@ func startChild(role string, env []string, files ...*os.File) (*exec.Cmd, error)
 	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("shm: start bench child: %w", err)
+		return nil, fmt.Errorf("bench: start bench child: %w", err)
 	}
 	return cmd, nil
 }
@@ -105,7 +107,7 @@ func EventFDPingPong(rounds int) (BenchResult, error) {
 	pingF, pongF := os.NewFile(uintptr(ping), "ping"), os.NewFile(uintptr(pong), "pong")
 	defer pingF.Close()
 	defer pongF.Close()
-	cmd, err := startChild("eventfd-pong", []string{"SHI_SHM_ROUNDS=" + strconv.Itoa(rounds+1)}, pingF, pongF)
+	cmd, err := startChild("eventfd-pong", []string{"SHI_BENCH_ROUNDS=" + strconv.Itoa(rounds+1)}, pingF, pongF)
 	if err != nil {
 		return res, err
 	}
@@ -114,7 +116,7 @@ func EventFDPingPong(rounds int) (BenchResult, error) {
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()
-		Signal(pong)
+		shm.Signal(pong)
 		exited <- err
 	}()
 	waited := false
@@ -128,10 +130,10 @@ func EventFDPingPong(rounds int) (BenchResult, error) {
 	// Raw syscalls on both sides, as the event-channel path uses: the
 	// baseline must not pay for Go's scheduler hand-off when shi does not.
 	roundTrip := func() error {
-		if err := SignalHot(ping); err != nil {
+		if err := shm.SignalHot(ping); err != nil {
 			return err
 		}
-		return readHot(pong, buf[:])
+		return shm.ReadHot(pong, buf[:])
 	}
 	if err := roundTrip(); err != nil { // warm-up; the child is up after this
 		return res, err
@@ -145,7 +147,7 @@ func EventFDPingPong(rounds int) (BenchResult, error) {
 	res.Duration = time.Since(start)
 	waited = true
 	if err := <-exited; err != nil {
-		return res, fmt.Errorf("shm: bench child: %w", err)
+		return res, fmt.Errorf("bench: bench child: %w", err)
 	}
 	return res, nil
 }
@@ -157,10 +159,10 @@ func pongChild(roundsArg string) error {
 	}
 	var buf [8]byte
 	for range rounds {
-		if err := readHot(3, buf[:]); err != nil {
+		if err := shm.ReadHot(3, buf[:]); err != nil {
 			return err
 		}
-		if err := SignalHot(4); err != nil {
+		if err := shm.SignalHot(4); err != nil {
 			return err
 		}
 	}
@@ -173,14 +175,14 @@ func pongChild(roundsArg string) error {
 func UnixStreamThroughput(total int64, chunk int) (BenchResult, error) {
 	res := BenchResult{Name: "unix socket stream"}
 	if chunk <= 0 || total <= 0 {
-		return res, errors.New("shm: bad stream benchmark size")
+		return res, errors.New("bench: bad stream benchmark size")
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return res, err
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "bench"), os.NewFile(uintptr(fds[1]), "bench-child")
-	cmd, err := startChild("unix-sink", []string{"SHI_SHM_CHUNK=" + strconv.Itoa(chunk)}, theirs)
+	cmd, err := startChild("unix-sink", []string{"SHI_BENCH_CHUNK=" + strconv.Itoa(chunk)}, theirs)
 	theirs.Close()
 	if err != nil {
 		mine.Close()
@@ -193,7 +195,7 @@ func UnixStreamThroughput(total int64, chunk int) (BenchResult, error) {
 	// A one-byte hello proves the child is running before the clock starts.
 	var hello [1]byte
 	if _, err := io.ReadFull(mine, hello[:]); err != nil {
-		return res, fmt.Errorf("shm: bench child: %w", err)
+		return res, fmt.Errorf("bench: bench child: %w", err)
 	}
 	buf := make([]byte, chunk)
 	for i := range buf {
@@ -217,12 +219,12 @@ func UnixStreamThroughput(total int64, chunk int) (BenchResult, error) {
 	}
 	var got [8]byte
 	if _, err := io.ReadFull(mine, got[:]); err != nil {
-		return res, fmt.Errorf("shm: bench child: %w", err)
+		return res, fmt.Errorf("bench: bench child: %w", err)
 	}
 	res.Duration = time.Since(start)
 	res.Bytes = int64(binary.LittleEndian.Uint64(got[:]))
 	if res.Bytes != total {
-		return res, fmt.Errorf("shm: child read %d of %d bytes", res.Bytes, total)
+		return res, fmt.Errorf("bench: child read %d of %d bytes", res.Bytes, total)
 	}
 	return res, nil
 }
