@@ -14,7 +14,7 @@ import (
 	"shi/guest/gnttab"
 	ghv "shi/guest/hv"
 	"shi/internal/abi"
-	"shi/internal/domain/hv"
+	"shi/internal/hypervisor"
 	"shi/internal/shm"
 )
 

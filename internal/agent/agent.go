@@ -28,6 +28,7 @@ import (
 	"shi/internal/directory"
 	"shi/internal/domain"
 	"shi/internal/faultnet"
+	"shi/internal/hypervisor"
 	"shi/internal/membership"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
@@ -74,6 +75,7 @@ type agent struct {
 	replica *directory.Replica
 	commit  directory.Committer
 	xs      *server.Server
+	hv      *hypervisor.Hypervisor
 	domains *domain.Manager
 	apiURL  string
 
@@ -137,10 +139,15 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if cfg.ConsistentReads && a.cluster != nil {
 		backend.ReadIndex = a.cluster.ReadIndex
 	}
+	a.hv = hypervisor.New(hypervisor.Config{
+		Logger: log.With("sub", "hypervisor"),
+		Locate: locator{a.replica, cfg.Name},
+	})
+	defer a.hv.Close() // after the domains are gone (defers run last-in first-out)
 	a.domains, err = domain.NewManager(domain.ManagerConfig{
 		Host: cfg.Name, Replica: a.replica, Committer: a.commit, Logger: log.With("sub", "domains"),
 		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, Hosts: a.placementHosts,
-		Output: a.domainOutput,
+		Output: a.domainOutput, Hypervisor: a.hv,
 	})
 	if err != nil {
 		return err

@@ -5,9 +5,34 @@ import (
 	"log/slog"
 	"strconv"
 
+	"shi/internal/abi"
 	"shi/internal/directory"
 	"shi/internal/domain"
+	"shi/internal/evtchn"
 )
+
+// locator finds a domain's host in the directory's domain table, for the
+// hypervisor's cross-host operations. It reads the replica under
+// Replica.mu while the hypervisor holds its own lock: the lock order is
+// Hypervisor.mu, then Replica.mu (docs/agent.md).
+type locator struct {
+	r    *directory.Replica
+	self string
+}
+
+var _ evtchn.Locator = locator{}
+
+// Locate implements evtchn.Locator.Locate.
+func (l locator) Locate(dom abi.DomID) (evtchn.Host, bool) {
+	d, ok := l.r.Domain(uint32(dom))
+	if !ok || d.State == directory.StateDead {
+		return "", false
+	}
+	if d.Host == l.self {
+		return evtchn.Local, true
+	}
+	return evtchn.Host(d.Host), true
+}
 
 // placementHosts is the placement policy's view of the cluster.
 func (a *agent) placementHosts() []domain.Host {

@@ -50,7 +50,7 @@ const (
 	DefaultMemoryMiB = 16
 	MaxMemoryMiB     = 1 << 20
 	maxListLen       = 1024
-	maxConfigSize    = 1 << 20
+	MaxConfigSize    = 1 << 20
 )
 
 // ConfigError is a mistake in a config file, with its line.
@@ -87,7 +87,7 @@ func (v value) describe() string {
 
 // ParseConfig parses and checks an xl-style domain config.
 func ParseConfig(src string) (*Config, error) {
-	if len(src) > maxConfigSize {
+	if len(src) > MaxConfigSize {
 		return nil, &ConfigError{Msg: "file too large"}
 	}
 	if !utf8.ValidString(src) {

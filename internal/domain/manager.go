@@ -15,7 +15,7 @@ import (
 
 	"shi/internal/abi"
 	"shi/internal/directory"
-	"shi/internal/domain/hv"
+	"shi/internal/hypervisor"
 )
 
 // Environment of a domain process.
@@ -47,8 +47,9 @@ type ManagerConfig struct {
 	// OnExit, if set, is told when a domain of this host has exited and
 	// been released.
 	OnExit func(d directory.Domain, st ExitStatus)
-	// Remote is the cross-host data plane, when there is one.
-	Remote hv.Remote
+	// Hypervisor serves the domains' hypercalls; the agent builds it and
+	// closes it after the manager.
+	Hypervisor *hypervisor.Hypervisor
 	// RestartLimit caps on_crash=restart at this many restarts of one
 	// name per RestartWindow (default 5 per minute); past it the domain
 	// stays destroyed.
@@ -113,7 +114,7 @@ type running struct {
 type Manager struct {
 	cfg ManagerConfig
 	log *slog.Logger
-	hv  *hv.Hypervisor
+	hv  *hypervisor.Hypervisor
 
 	// mu guards the fields below. Launching a process and recording it
 	// happen under mu, and Identify reads under it, so a domain's socket
@@ -130,8 +131,8 @@ type Manager struct {
 
 // NewManager returns a manager with no domains.
 func NewManager(cfg ManagerConfig) (*Manager, error) {
-	if cfg.Host == "" || cfg.Replica == nil || cfg.Committer == nil {
-		return nil, errors.New("domain: ManagerConfig needs Host, Replica and Committer")
+	if cfg.Host == "" || cfg.Replica == nil || cfg.Committer == nil || cfg.Hypervisor == nil {
+		return nil, errors.New("domain: ManagerConfig needs Host, Replica, Committer and Hypervisor")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -149,13 +150,10 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		sessions: map[int]uint32{},
 		starting: map[string]chan struct{}{},
 		restarts: map[string][]time.Time{},
+		hv:       cfg.Hypervisor,
 	}
-	m.hv = hv.New(hv.Config{Logger: cfg.Logger, Remote: cfg.Remote, Locate: nil})
 	return m, nil
 }
-
-// Hypervisor is the host's hypervisor, for status and tests.
-func (m *Manager) Hypervisor() *hv.Hypervisor { return m.hv }
 
 // List returns every domain of the cluster, from the directory.
 func (m *Manager) List() []directory.Domain { return m.cfg.Replica.Domains() }
@@ -262,7 +260,7 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 		m.removeEntry(d.ID)
 		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
-	f, err := m.hv.AddDomain(abi.DomID(d.ID), hv.DomainConfig{
+	f, err := m.hv.AddDomain(abi.DomID(d.ID), hypervisor.DomainConfig{
 		Name: d.Name, GrantFrames: cfg.GrantFrames, MaxPages: int(cfg.MemoryMiB << 20 / abi.PAGE_SIZE),
 		MaxPorts: cfg.MaxEventChannels, MaxMaps: cfg.MaxMaps,
 	})
@@ -446,7 +444,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 }
 
 // Close destroys every domain of this host and waits until they are
-// released.
+// released. The hypervisor stays open (its owner closes it).
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
@@ -456,7 +454,6 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
-	m.hv.Close()
 }
 
 func newUUID() string {

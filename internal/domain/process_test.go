@@ -184,7 +184,7 @@ func TestCreateDestroyKeys(t *testing.T) {
 			t.Errorf("%s after destroy: %v", p, err)
 		}
 	}
-	if len(e.Manager.Hypervisor().Domains()) != 0 {
+	if len(e.Hypervisor.Domains()) != 0 {
 		t.Error("hypervisor still holds the domain")
 	}
 	if err := e.Manager.Destroy(context.Background(), "keys"); !errors.Is(err, domain.ErrNoSuchDomain) {

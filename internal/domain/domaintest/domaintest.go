@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"shi/guest/xs"
+	"shi/internal/agent"
 	"shi/internal/directory"
 	"shi/internal/domain"
+	"shi/internal/hypervisor"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
 )
@@ -84,6 +86,7 @@ type Env struct {
 	Replica        *directory.Replica
 	Committer      directory.Committer
 	Manager        *domain.Manager
+	Hypervisor     *hypervisor.Hypervisor
 	XenstoreSocket string
 	APIURL         string
 	Log            *Buffer // the agent's log
@@ -122,8 +125,11 @@ func Start(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e.APIURL = "http://" + apil.Addr().String()
+	hv := hypervisor.New(hypervisor.Config{Logger: log})
+	e.Hypervisor = hv
 	e.Manager, err = domain.NewManager(domain.ManagerConfig{
-		Host: e.Host, Replica: e.Replica, Committer: e.Committer, Logger: log,
+		Hypervisor: hv,
+		Host:       e.Host, Replica: e.Replica, Committer: e.Committer, Logger: log,
 		XenstoreSocket: e.XenstoreSocket, APIURL: e.APIURL,
 		Output: func(d directory.Domain) io.Writer {
 			return prefixWriter{e.Output, fmt.Sprintf("[dom%d %s] ", d.ID, d.Name)}
@@ -141,10 +147,11 @@ func Start(t testing.TB) *Env {
 		srv.Serve(ctx, xsl)
 		close(served)
 	}()
-	hs := &http.Server{Handler: e.Manager.Handler(nil)}
+	hs := &http.Server{Handler: agent.DomainHandler(e.Manager, nil)}
 	go hs.Serve(apil)
 	t.Cleanup(func() {
 		e.Manager.Close()
+		hv.Close()
 		hs.Close()
 		cancel()
 		<-served

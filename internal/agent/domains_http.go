@@ -1,4 +1,4 @@
-package domain
+package agent
 
 import (
 	"context"
@@ -10,13 +10,14 @@ import (
 
 	"shi/api"
 	"shi/internal/directory"
+	"shi/internal/domain"
 )
 
 // Forwarder gives the API URL of another host's agent; ok is false if
 // that host cannot be reached.
 type Forwarder func(host string) (url string, ok bool)
 
-// Handler serves the domain endpoints of the API:
+// DomainHandler serves the domain endpoints of the API for m:
 //
 //	POST   /v1/domains        api.DomainSpec -> api.Domain (201)
 //	GET    /v1/domains        -> []api.Domain, cluster-wide
@@ -25,16 +26,16 @@ type Forwarder func(host string) (url string, ok bool)
 //
 // A create placed on another host, or a destroy of a domain living on
 // one, is forwarded to that host's agent through fwd (nil: refused).
-func (m *Manager) Handler(fwd Forwarder) http.Handler {
+func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		var spec api.DomainSpec
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxConfigSize+4096)).Decode(&spec); err != nil {
+		if err := json.NewDecoder(io.LimitReader(r.Body, domain.MaxConfigSize+4096)).Decode(&spec); err != nil {
 			api.WriteError(w, http.StatusBadRequest, "bad request: "+err.Error())
 			return
 		}
-		d, err := m.Create(r.Context(), Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node})
-		var ee *ElsewhereError
+		d, err := m.Create(r.Context(), domain.Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node})
+		var ee *domain.ElsewhereError
 		if errors.As(err, &ee) {
 			c, ferr := forwardClient(fwd, ee.Host)
 			if ferr != nil {
@@ -67,7 +68,7 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 	mux.HandleFunc("GET /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
 		d, ok := m.Lookup(r.PathValue("dom"))
 		if !ok {
-			api.WriteError(w, http.StatusNotFound, ErrNoSuchDomain.Error()+": "+r.PathValue("dom"))
+			api.WriteError(w, http.StatusNotFound, domain.ErrNoSuchDomain.Error()+": "+r.PathValue("dom"))
 			return
 		}
 		api.WriteJSON(w, http.StatusOK, ToAPI(d))
@@ -77,7 +78,7 @@ func (m *Manager) Handler(fwd Forwarder) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		err := m.Destroy(ctx, ref)
-		var ee *ElsewhereError
+		var ee *domain.ElsewhereError
 		if errors.As(err, &ee) {
 			c, ferr := forwardClient(fwd, ee.Host)
 			if ferr != nil {
@@ -110,13 +111,13 @@ func forwardClient(fwd Forwarder, host string) (*api.Client, error) {
 }
 
 func statusOf(err error) int {
-	var ce *ConfigError
+	var ce *domain.ConfigError
 	switch {
 	case errors.As(err, &ce):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrNoSuchDomain):
+	case errors.Is(err, domain.ErrNoSuchDomain):
 		return http.StatusNotFound
-	case errors.Is(err, ErrNameInUse), errors.Is(err, ErrNoHost):
+	case errors.Is(err, domain.ErrNameInUse), errors.Is(err, domain.ErrNoHost):
 		return http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -1,4 +1,4 @@
-// Package hv is the hypervisor half of a shi host: the agent's side of the
+// Package hypervisor is the hypervisor half of a shi host: the agent's side of the
 // hypercalls its domains make (internal/hypercall). It owns the host's
 // event-channel port table (internal/evtchn) and grant table
 // (internal/gnttab), the eventfd behind every port and the memfd behind
@@ -40,4 +40,4 @@
 // memfd, or an operation the tables refuse gets an error reply and a log
 // line naming the domain (rate-limited per domain); the agent and other
 // domains carry on.
-package hv
+package hypervisor

@@ -1,4 +1,4 @@
-package hv
+package hypervisor
 
 import (
 	"errors"
@@ -106,7 +106,7 @@ func (h *Hypervisor) handle(d *vdom, m hypercall.Msg, fds []int) {
 		r.fds = nil
 	}
 	if perr := d.out.push(r.m.Append(nil), r.fds); errors.Is(perr, errOverflow) {
-		d.log.Warn("hv: domain disconnected: it does not read its agent connection")
+		d.log.Warn("hypervisor: domain disconnected: it does not read its agent connection")
 		d.conn.Close()
 	}
 }
@@ -126,13 +126,13 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 			}
 			ev, err := shm.NewEventFD()
 			if err != nil {
-				d.log.Error("hv: cannot create a port's eventfd", "port", a.Port, "err", err)
+				d.log.Error("hypervisor: cannot create a port's eventfd", "port", a.Port, "err", err)
 				continue
 			}
 			d.ports[a.Port] = ev
 			if mine(a.Dom) && r != nil {
 				if err := r.attach(ev.Fd()); err != nil {
-					d.log.Error("hv: cannot pass a port's eventfd", "port", a.Port, "err", err)
+					d.log.Error("hypervisor: cannot pass a port's eventfd", "port", a.Port, "err", err)
 				}
 			}
 		case evtchn.Connect:
@@ -185,7 +185,7 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 			if h.remote != nil {
 				h.remote.Forward(a.Host, a.Msg)
 			} else {
-				h.log.Warn("hv: no data plane to another host; event dropped", "action", a.String())
+				h.log.Warn("hypervisor: no data plane to another host; event dropped", "action", a.String())
 			}
 		}
 	}
@@ -197,7 +197,7 @@ func (h *Hypervisor) kick(dom DomID, port evtchn.Port) {
 	if d := h.doms[dom]; d != nil {
 		if ev := d.ports[port]; ev != nil {
 			if err := ev.Signal(); err != nil {
-				d.log.Error("hv: kick failed", "port", port, "err", err)
+				d.log.Error("hypervisor: kick failed", "port", port, "err", err)
 			}
 		}
 	}
@@ -310,7 +310,7 @@ type statusError struct {
 	st gnttab.Status
 }
 
-func (e statusError) Error() string { return "hv: " + e.op + ": " + e.st.String() }
+func (e statusError) Error() string { return "hypervisor: " + e.op + ": " + e.st.String() }
 func (e statusError) Unwrap() error { return statusErrno(e.st) }
 func grantErr(op string, st gnttab.Status) error {
 	if st == gnttab.Okay {

@@ -1,4 +1,4 @@
-package hv
+package hypervisor
 
 import (
 	"errors"
@@ -164,7 +164,7 @@ func (h *Hypervisor) AddDomain(id DomID, cfg DomainConfig) (*os.File, error) {
 	cfg.setDefaults()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("hv: socketpair: %w", err)
+		return nil, fmt.Errorf("hypervisor: socketpair: %w", err)
 	}
 	theirs := os.NewFile(uintptr(fds[1]), fmt.Sprintf("dom%d-agent", id))
 	conn, err := shm.FileConn(fds[0])
@@ -206,11 +206,11 @@ func (h *Hypervisor) AddDomain(id DomID, cfg DomainConfig) (*os.File, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return fail(errors.New("hv: closed"))
+		return fail(errors.New("hypervisor: closed"))
 	}
 	if h.doms[id] != nil {
 		h.mu.Unlock()
-		return fail(fmt.Errorf("hv: dom%d exists", id))
+		return fail(fmt.Errorf("hypervisor: dom%d exists", id))
 	}
 	if err := h.evt.AddDomain(id, evtchn.DomainConfig{MaxPorts: cfg.MaxPorts + 1}); err != nil {
 		h.mu.Unlock()
@@ -362,7 +362,7 @@ func (f *frames) Frame(dom DomID, gfn uint32) []byte {
 	if p.m == nil {
 		m, err := p.mfd.Map(true)
 		if err != nil {
-			d.log.Warn("hv: cannot map a shared page", "frame", gfn, "err", err)
+			d.log.Warn("hypervisor: cannot map a shared page", "frame", gfn, "err", err)
 			return nil
 		}
 		p.m = m

@@ -1,4 +1,4 @@
-package hv
+package hypervisor
 
 import (
 	"encoding/binary"
@@ -79,14 +79,14 @@ func (h *Hypervisor) refuseLocked(d *vdom, m hypercall.Msg, err error) {
 	d.errs++
 	switch {
 	case d.errs <= logBurst || d.errs%logEvery == 0:
-		d.log.Warn("hv: request refused", "op", m.Op.String(), "err", err, "failures", d.errs)
+		d.log.Warn("hypervisor: request refused", "op", m.Op.String(), "err", err, "failures", d.errs)
 	case d.errs == logBurst+1:
-		d.log.Warn("hv: further refused requests of this domain are logged 1 in 1000", "failures", d.errs)
+		d.log.Warn("hypervisor: further refused requests of this domain are logged 1 in 1000", "failures", d.errs)
 	}
 }
 
 func errorf(e syscall.Errno, format string, args ...any) error {
-	return fmt.Errorf("hv: "+format+": %w", append(args, e)...)
+	return fmt.Errorf("hypervisor: "+format+": %w", append(args, e)...)
 }
 
 // errnoOf maps an error to the errno a domain sees.
@@ -113,7 +113,7 @@ func dupFD(fd int) (int, error) {
 // Preconditions: Hypervisor.mu held.
 func (d *vdom) notify(m hypercall.Msg, fds ...int) {
 	if err := d.out.push(m.Append(nil), fds); errors.Is(err, errOverflow) {
-		d.log.Warn("hv: domain disconnected: it does not read its agent connection")
+		d.log.Warn("hypervisor: domain disconnected: it does not read its agent connection")
 		d.conn.Close()
 	}
 }

@@ -1,4 +1,4 @@
-package hv
+package hypervisor
 
 import (
 	"encoding/binary"

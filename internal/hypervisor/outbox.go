@@ -1,4 +1,4 @@
-package hv
+package hypervisor
 
 import (
 	"errors"
@@ -58,7 +58,7 @@ func newOutbox(c *net.UnixConn) *outbox {
 }
 
 // errOverflow is why a domain that stopped reading was disconnected.
-var errOverflow = errors.New("hv: domain does not read its connection")
+var errOverflow = errors.New("hypervisor: domain does not read its connection")
 
 // push queues b with fds (which the outbox now owns). It never blocks.
 func (o *outbox) push(b []byte, fds []int) error {
