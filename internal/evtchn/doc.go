@@ -18,10 +18,12 @@
 //	Forward     send a message to the agent of another host
 //
 // A peer on another host is an Endpoint with a non-empty Host. The table
-// routes sends and closes to it with Forward, and the cross-host bind
-// handshake is split into AcceptRemoteBind (on the host of the unbound
-// port) and BindRemote (on the binder's host), so remote peers plug in
-// without changing the local paths.
+// routes sends and closes to it with Forward, and the cross-host bind is a
+// two-phase handshake (remote.go): ReserveRemote on the binder's host,
+// AcceptRemoteBind on the host of the unbound port, then CompleteRemote or
+// AbortRemote. DropDomain and DropHost unbind what a vanished remote
+// domain or host leaves behind. Remote peers plug in without changing the
+// local paths.
 //
 // A Table is not safe for concurrent use; the agent serialises calls.
 package evtchn

@@ -91,7 +91,16 @@ func FuzzTable(f *testing.F) {
 				acts = tab.RemoveDomain(dom(a))
 				_ = tab.AddDomain(dom(a), DomainConfig{MaxPorts: 6})
 			case 9:
-				_, acts, _ = tab.BindRemote(caller, Endpoint{Host: "far", Dom: 9, Port: Port(a)})
+				if p, err := tab.ReserveRemote(caller, 9); err == nil {
+					if b%3 == 0 {
+						tab.AbortRemote(caller, p)
+					} else {
+						acts, _ = tab.CompleteRemote(caller, p, Endpoint{Host: "far", Dom: 9, Port: Port(a)})
+					}
+				}
+				if b%5 == 4 {
+					acts = tab.DropHost("far")
+				}
 			case 10:
 				acts = tab.Deliver("far", Message{Op: Op(a%3 + 1), To: Endpoint{Dom: caller, Port: Port(b % 8)}, From: Endpoint{Dom: 9, Port: Port(a)}})
 			}

@@ -2,6 +2,7 @@ package evtchn
 
 import (
 	"fmt"
+	"slices"
 	"syscall"
 
 	"shi/internal/abi"
@@ -44,6 +45,10 @@ const (
 	Interdomain State = abi.EVTCHNSTAT_interdomain
 	VIRQ        State = abi.EVTCHNSTAT_virq
 	IPI         State = abi.EVTCHNSTAT_ipi
+
+	// reserved is a port allocated for a cross-host bind still in flight
+	// (ReserveRemote): taken, but closed to every operation.
+	reserved State = 0xff
 )
 
 func (s State) String() string {
@@ -149,6 +154,17 @@ func (t *Table) RemoveDomain(dom DomID) []Action {
 	return acts
 }
 
+// sortedDoms lists the domains in id order, so that actions over several
+// domains come out in a reproducible order.
+func (t *Table) sortedDoms() []DomID {
+	ids := make([]DomID, 0, len(t.doms))
+	for id := range t.doms {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // resolve maps DOMID_SELF to the caller and checks that caller may act on
 // dom (itself, or any domain if privileged).
 func (t *Table) resolve(caller, dom DomID) (*domain, error) {
@@ -183,9 +199,10 @@ func (d *domain) freePort() (Port, error) {
 	return 0, errorf(syscall.ENOSPC, "dom%d has no free port (max %d)", d.id, d.max)
 }
 
-// port returns the record of an allocated (not closed) port, or nil.
+// port returns the record of an open port (neither closed nor reserved),
+// or nil.
 func (d *domain) port(p Port) *portInfo {
-	if p == 0 || int64(p) >= int64(len(d.ports)) || d.ports[p].state == Closed {
+	if p == 0 || int64(p) >= int64(len(d.ports)) || d.ports[p].state == Closed || d.ports[p].state == reserved {
 		return nil
 	}
 	return &d.ports[p]
@@ -320,6 +337,9 @@ func (t *Table) Close(caller DomID, port Port) ([]Action, error) {
 func (t *Table) close(d *domain, port Port) []Action {
 	pi := d.ports[port]
 	d.ports[port] = portInfo{}
+	if pi.state == reserved {
+		return nil // no eventfd yet; the agent aborts the handshake
+	}
 	me := Endpoint{Dom: d.id, Port: port}
 	acts := []Action{Release{d.id, port}}
 	switch pi.state {
@@ -429,7 +449,7 @@ func (t *Table) Ports(dom DomID) []PortInfo {
 	}
 	var out []PortInfo
 	for p, pi := range d.ports {
-		if pi.state != Closed {
+		if pi.state != Closed && pi.state != reserved {
 			out = append(out, PortInfo{Port: Port(p), State: pi.state, Remote: pi.remote, VIRQ: pi.virq})
 		}
 	}

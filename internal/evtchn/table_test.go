@@ -29,7 +29,9 @@ func (l locator) Locate(dom DomID) (Host, bool) { h, ok := l[dom]; return h, ok 
 //	reset caller=N dom=N|self              ports dom=N
 //	remote-domain dom=N host=H             (for the Locator)
 //	accept-remote-bind dom=N port=N from=H/D:P
-//	bind-remote caller=N peer=H/D:P        deliver from=H op=send|close to=D:P src=D:P
+//	reserve-remote caller=N remote=N       complete-remote caller=N port=N peer=H/D:P
+//	abort-remote caller=N port=N           deliver from=H op=send|close to=D:P src=D:P
+//	drop-host host=H                       drop-domain host=H dom=N
 //
 // Output: "port N" for binds, then one action per line, or "error: ...".
 func TestScripts(t *testing.T) {
@@ -120,11 +122,25 @@ func TestScripts(t *testing.T) {
 				d.ScanArgs(t, "from", &from)
 				acts, err := tab.AcceptRemoteBind(dom("dom"), Port(num("port")), parseEndpoint(t, from))
 				return result(0, acts, err)
-			case "bind-remote":
+			case "reserve-remote":
+				p, err := tab.ReserveRemote(dom("caller"), dom("remote"))
+				return result(p, nil, err)
+			case "complete-remote":
 				var peer string
 				d.ScanArgs(t, "peer", &peer)
-				p, acts, err := tab.BindRemote(dom("caller"), parseEndpoint(t, peer))
-				return result(p, acts, err)
+				acts, err := tab.CompleteRemote(dom("caller"), Port(num("port")), parseEndpoint(t, peer))
+				return result(0, acts, err)
+			case "abort-remote":
+				tab.AbortRemote(dom("caller"), Port(num("port")))
+				return "ok\n"
+			case "drop-host":
+				var h string
+				d.ScanArgs(t, "host", &h)
+				return result(0, tab.DropHost(Host(h)), nil)
+			case "drop-domain":
+				var h string
+				d.ScanArgs(t, "host", &h)
+				return result(0, tab.DropDomain(Host(h), dom("dom")), nil)
 			case "deliver":
 				var from, op, to, src string
 				d.ScanArgs(t, "from", &from)
