@@ -132,19 +132,3 @@ func (t *Table) drop(match func(Endpoint) bool) []Action {
 	}
 	return acts
 }
-
-// RemotePeers lists the hosts that local ports are bound to, for the
-// agent to know whom a dying domain concerns.
-func (t *Table) RemotePeers(dom DomID) []Endpoint {
-	d := t.doms[dom]
-	if d == nil {
-		return nil
-	}
-	var out []Endpoint
-	for _, pi := range d.ports {
-		if pi.state == Interdomain && pi.remote.Host != Local {
-			out = append(out, pi.remote)
-		}
-	}
-	return out
-}

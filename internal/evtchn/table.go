@@ -75,7 +75,7 @@ type Locator interface {
 
 // RemoteDomainError is returned by BindInterdomain when the remote domain
 // lives on another host: the agent must run the cross-host handshake
-// (AcceptRemoteBind there, then BindRemote here).
+// (ReserveRemote here, AcceptRemoteBind there, then CompleteRemote here).
 type RemoteDomainError struct {
 	Dom  DomID
 	Host Host
