@@ -3,6 +3,7 @@ package gnttab
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"shi/internal/abi"
 	"shi/internal/ring"
@@ -33,6 +34,10 @@ type Mapping struct {
 	Ref      Ref
 	Frame    uint32
 	Readonly bool
+	// Host is the granter's host for a grant of another host ("" when
+	// local), and Gen the generation the mapper's library gave the map.
+	Host string
+	Gen  uint32
 }
 
 // active is Xen's active grant entry: a grant pinned by maps or copies.
@@ -52,6 +57,7 @@ type domain struct {
 	free   []Handle        // free handles below len(maps)
 	nmaps  int
 	max    int
+	remote []RemotePin // pins domains of other hosts hold on its grants
 }
 
 // Table holds the grant state of every domain on one host.
@@ -90,6 +96,9 @@ type Removed struct {
 	// Revoked are other domains' mappings of the dying domain's grants.
 	// They are gone from the table; the agent must tell each mapper.
 	Revoked []Mapping
+	// RemotePins are the pins domains of other hosts held on its grants;
+	// the agent tells their hosts.
+	RemotePins []RemotePin
 }
 
 // RemoveDomain forgets a dead domain: it unmaps everything the domain had
@@ -106,16 +115,27 @@ func (t *Table) RemoveDomain(dom DomID) Removed {
 			r.Unmapped = append(r.Unmapped, *m)
 		}
 	}
+	r.RemotePins = d.remote
 	delete(t.doms, dom)
 	for _, md := range t.doms {
 		for h, m := range md.maps {
-			if m != nil && m.Granter == dom {
+			if m != nil && m.Granter == dom && m.Host == "" {
 				r.Revoked = append(r.Revoked, *m)
 				md.release(Handle(h))
 			}
 		}
 	}
 	return r
+}
+
+// sortedDoms lists the domains in id order, for reproducible results.
+func (t *Table) sortedDoms() []DomID {
+	ids := make([]DomID, 0, len(t.doms))
+	for id := range t.doms {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // pin takes a read or write pin on granter's ref for dom, checking and
@@ -179,6 +199,9 @@ func (t *Table) page(dom DomID, gfn uint32) []byte {
 }
 
 func (t *Table) unpin(m *Mapping) {
+	if m.Host != "" {
+		return // pinned on the granter's host
+	}
 	if g := t.doms[m.Granter]; g != nil {
 		unpinRef(g, m.Ref, m.Readonly)
 	}
