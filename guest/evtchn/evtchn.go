@@ -15,8 +15,14 @@
 //
 // Sending to a peer on the same host is one write(2) to the peer port's
 // eventfd, which the agent handed over when the ports were bound; it never
-// involves the agent. A peer on another host (or a port whose doorbell
-// has not arrived yet) is sent to through the agent.
+// involves the agent. A peer on another host is sent to on the link to its
+// domain (guest/link), after the pages shared with it are released; a port
+// whose doorbell or link has not arrived yet is sent to through the agent.
+//
+// Every entry into a handle acquires (guest/link): frames that arrived
+// from other hosts are applied first, so an event is never seen before
+// the data written ahead of it. A Wait releases to every remote peer
+// before it blocks.
 package evtchn
 
 import (
@@ -30,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"shi/guest/hv"
+	"shi/guest/link"
 	"shi/internal/abi"
 	"shi/internal/hypercall"
 	"shi/internal/shm"
@@ -57,9 +64,11 @@ var ErrClosed = errors.New("evtchn: handle closed")
 
 // port is one bound port.
 type port struct {
-	ev     *shm.EventFD // its own eventfd
-	bell   int          // the peer's doorbell, -1 if none
-	remote bool         // the peer is on another host: send through the agent
+	ev       *shm.EventFD // its own eventfd
+	bell     int          // the peer's doorbell, -1 if none
+	remote   bool         // the peer is on another host
+	peer     DomID        // remote: the peer's domain and port
+	peerPort Port
 
 	// Guarded by Handle.qmu.
 	masked bool
@@ -87,6 +96,7 @@ type Handle struct {
 	c  *hv.Conn
 	dp *domPorts
 	ep *shm.Epoll
+	ln *link.State
 
 	// mu guards ports and closed; a send holds it shared while it writes
 	// a doorbell, so that a doorbell is never closed under it.
@@ -107,8 +117,12 @@ type Handle struct {
 	self *shm.EventFD
 }
 
-// selfToken is self's token in the epoll set (ports are positive).
-const selfToken = -1
+// Tokens in the epoll set besides ports (which are positive): self, and
+// the domain's links.
+const (
+	selfToken = -1
+	linkToken = -2
+)
 
 // Open returns a new handle of the domain behind c (hv.Self() for this
 // process's own).
@@ -122,7 +136,8 @@ func Open(c *hv.Conn) (*Handle, error) {
 		ep.Close()
 		return nil, err
 	}
-	if err := ep.Add(self.Fd(), unix.EPOLLIN, selfToken); err != nil {
+	ln := link.For(c)
+	if err := errors.Join(ep.Add(self.Fd(), unix.EPOLLIN, selfToken), ep.Add(ln.Fd(), unix.EPOLLIN, linkToken)); err != nil {
 		ep.Close()
 		self.Close()
 		return nil, err
@@ -134,7 +149,7 @@ func Open(c *hv.Conn) (*Handle, error) {
 		c.Handle(hypercall.NotifyEvtchnRelease, dp.release)
 		return dp
 	}).(*domPorts)
-	return &Handle{c: c, dp: dp, ep: ep, self: self, ports: map[Port]*port{}}, nil
+	return &Handle{c: c, dp: dp, ep: ep, ln: ln, self: self, ports: map[Port]*port{}}, nil
 }
 
 // OpenSelf opens a handle of this process's domain.
@@ -176,10 +191,35 @@ func (dp *domPorts) connect(m hypercall.Msg, fds []int) {
 	if p.bell >= 0 {
 		unix.Close(p.bell)
 	}
-	p.bell, p.remote = -1, m.Flags&hypercall.FlagRemote != 0
+	p.bell = -1
+	h.setPeerLocked(Port(m.Port), p, m)
 	if len(fds) > 0 {
 		p.bell = fds[0]
 		closeFDs(fds[1:])
+	}
+}
+
+// setPeerLocked records where p's sends go, from a bind's reply or a
+// connect notification: a remote peer is reached on the link to its
+// domain.
+// Preconditions: h.mu held.
+func (h *Handle) setPeerLocked(pn Port, p *port, m hypercall.Msg) {
+	p.remote = m.Flags&hypercall.FlagRemote != 0
+	if !p.remote {
+		h.ln.UnbindPort(pn)
+		return
+	}
+	p.peer, p.peerPort = DomID(m.Arg[0]), Port(m.Arg[1])
+	h.ln.BindPort(pn, p.peer, p.peerPort, func() { h.kick(pn, p) })
+}
+
+// kick makes p pending, if it is still bound: the link calls it for
+// events and updates from p's peer.
+func (h *Handle) kick(pn Port, p *port) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.ports[pn] == p {
+		shm.SignalHot(p.ev.Fd())
 	}
 }
 
@@ -197,6 +237,7 @@ func (dp *domPorts) disconnect(m hypercall.Msg, fds []int) {
 			unix.Close(p.bell)
 		}
 		p.bell, p.remote = -1, false
+		h.ln.UnbindPort(Port(m.Port))
 	}
 }
 
@@ -219,7 +260,7 @@ func (h *Handle) adopt(r hypercall.Msg, fds []int) error {
 	if len(fds) == 0 {
 		return fmt.Errorf("evtchn: the agent bound port %d without its eventfd: %w", r.Port, syscall.EIO)
 	}
-	p := &port{ev: shm.EventFDFrom(fds[0]), bell: -1, remote: r.Flags&hypercall.FlagRemote != 0}
+	p := &port{ev: shm.EventFDFrom(fds[0]), bell: -1}
 	if len(fds) > 1 {
 		p.bell = fds[1]
 		closeFDs(fds[2:])
@@ -231,6 +272,7 @@ func (h *Handle) adopt(r hypercall.Msg, fds []int) error {
 		p.close()
 		return ErrClosed
 	}
+	h.setPeerLocked(pn, p, r)
 	// Added while already pending (a bind kicks its new port), it is
 	// reported once.
 	if err := h.ep.Add(p.ev.Fd(), unix.EPOLLIN|unix.EPOLLET, int32(pn)); err != nil {
@@ -295,7 +337,14 @@ func (h *Handle) Notify(p Port) error {
 		h.mu.RUnlock()
 		return err
 	}
+	remote, peer, peerPort := pt.remote, pt.peer, pt.peerPort
 	h.mu.RUnlock()
+	if remote {
+		// Release, then the event, on the link: one write.
+		if err := h.ln.Send(peer, peerPort); err != link.ErrNoLink {
+			return err
+		}
+	}
 	if _, _, err := h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnSend, Port: uint32(p)}); err != nil {
 		return fmt.Errorf("evtchn: %w", err)
 	}
@@ -324,8 +373,12 @@ func (h *Handle) wait(msec int) (Port, error) {
 		deadline = time.Now().Add(time.Duration(msec) * time.Millisecond)
 	}
 	for {
+		h.ln.Acquire()
 		if p, ok := h.next(); ok {
 			return p, nil
+		}
+		if msec != 0 {
+			h.ln.ReleaseAll() // before blocking
 		}
 		n, err := h.epollWait(msec)
 		if err != nil {
@@ -406,8 +459,13 @@ func (h *Handle) collect(evs []unix.EpollEvent) {
 	h.qmu.Lock()
 	defer h.qmu.Unlock()
 	for _, ev := range evs {
-		if ev.Fd == selfToken {
+		switch ev.Fd {
+		case selfToken:
 			h.self.Drain()
+			continue
+		case linkToken:
+			// Frames arrived: the next round's acquire applies them and
+			// kicks their ports.
 			continue
 		}
 		pn := Port(ev.Fd)
@@ -466,6 +524,7 @@ func (h *Handle) Mask(p Port) error {
 // IsPending reports whether p has fired and not yet been returned by
 // Pending or Wait, masked or not.
 func (h *Handle) IsPending(p Port) (bool, error) {
+	h.ln.Acquire()
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	n, err := h.ep.Wait(h.evs[:], 0)
@@ -516,12 +575,41 @@ func (h *Handle) forget(pn Port) {
 	h.ep.Delete(p.ev.Fd())
 	p.close()
 	delete(h.ports, pn)
+	if p.remote {
+		h.ln.UnbindPort(pn)
+	}
 	h.dp.mu.Lock()
 	if h.dp.owner[pn] == h {
 		delete(h.dp.owner, pn)
 	}
 	h.dp.mu.Unlock()
 }
+
+// The memory model's hooks (DESIGN.md §3, guest/link), for code that
+// shares pages with domains of other hosts without going through Notify
+// and Wait, such as a ring polling its indices.
+
+// Acquire applies the page updates that arrived from other hosts.
+func (h *Handle) Acquire() { h.ln.Acquire() }
+
+// Release ships what changed in the pages shared with p's peer, if it is
+// on another host, without an event.
+func (h *Handle) Release(p Port) {
+	h.mu.RLock()
+	pt := h.ports[p]
+	h.mu.RUnlock()
+	if pt != nil && pt.remote {
+		h.ln.Release(pt.peer)
+	}
+}
+
+// Explicit declares that every write to b, memory shared across hosts,
+// is reported with Wrote, so releases ship those bytes and need not
+// compare whole pages.
+func (h *Handle) Explicit(b []byte) { h.ln.Explicit(b) }
+
+// Wrote reports a write to memory declared Explicit.
+func (h *Handle) Wrote(b []byte) { h.ln.Wrote(b) }
 
 // Status is EVTCHNOP_status for one of the domain's own ports.
 type Status = abi.EvtchnStatus

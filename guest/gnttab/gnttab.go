@@ -17,20 +17,31 @@
 // page, never a window on the rest of the granter's memory. A read-only
 // grant is passed as a read-only descriptor and mapped read-only.
 //
+// A grant of a domain of another host is mapped as a replica (guest/link):
+// the granter's library sends the page's content over the link between
+// the two domains, and the memory model of DESIGN.md §3 keeps both copies
+// coherent at each event (release before a send, acquire on entry into
+// evtchn). A read-only map is mapped read-only there too. The last unmap
+// releases this domain's final writes and fences them, and the granter
+// can end access only once they are applied.
+//
 // Copy moves bytes through a grant without mapping it; the agent checks
-// the grant like a map.
+// the grant like a map, and reaches across hosts itself.
 package gnttab
 
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"shi/guest/hv"
+	"shi/guest/link"
 	"shi/internal/abi"
 	"shi/internal/grantentry"
 	"shi/internal/hypercall"
@@ -80,6 +91,7 @@ const NoNotify = hypercall.NoNotify
 // domState is what all handles of one domain share.
 type domState struct {
 	c     *hv.Conn
+	ln    *link.State
 	table []byte
 
 	// mu guards the fields below.
@@ -98,12 +110,15 @@ type frameAt struct {
 type domStateKey struct{}
 
 func state(c *hv.Conn) *domState {
+	ln := link.For(c) // outside: Value's makers may not call Value
 	return c.Value(domStateKey{}, func() any {
-		d := &domState{c: c, table: c.GrantTable(), maps: map[abi.GrantHandle]*Mapping{}, frames: map[uint32]frameAt{}}
+		d := &domState{c: c, ln: ln, table: c.GrantTable(), maps: map[abi.GrantHandle]*Mapping{}, frames: map[uint32]frameAt{}}
 		for r := grantentry.Entries(d.table) - 1; r >= abi.GNTTAB_NR_RESERVED_ENTRIES; r-- {
 			d.free = append(d.free, Ref(r))
 		}
 		c.Handle(hypercall.NotifyGnttabRevoke, d.revoked)
+		c.Handle(hypercall.NotifyGnttabRemoteMap, d.remoteMap)
+		c.Handle(hypercall.NotifyGnttabRemoteUnmap, d.remoteUnmap)
 		return d
 	}).(*domState)
 }
@@ -126,15 +141,45 @@ func (d *domState) freeRef(r Ref) {
 	d.free = append(d.free, r)
 }
 
-// revoked marks a mapping whose granter died.
+// revoked marks a mapping whose granter died; a replica of another
+// host's grant gets the granter's notification byte (Arg[0]) cleared.
 func (d *domState) revoked(m hypercall.Msg, fds []int) {
 	closeFDs(fds)
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if mp := d.maps[abi.GrantHandle(m.Handle)]; mp != nil {
+	mp := d.maps[abi.GrantHandle(m.Handle)]
+	if mp != nil {
 		mp.revoked.Add(1)
 		delete(d.maps, abi.GrantHandle(m.Handle))
 	}
+	d.mu.Unlock()
+	if mp != nil && mp.remote {
+		d.ln.Revoke(DomID(m.Dom), Ref(m.Ref), m.Arg[0])
+	}
+}
+
+// remoteMap shares one of this domain's frames with a domain of another
+// host that mapped a grant of it: the link sends the page and keeps it
+// coherent.
+func (d *domState) remoteMap(m hypercall.Msg, fds []int) {
+	closeFDs(fds)
+	d.mu.Lock()
+	at, ok := d.frames[m.Frame]
+	d.mu.Unlock()
+	if !ok {
+		// Not a page this library made: the mapper's map times out.
+		fmt.Fprintf(os.Stderr, "gnttab: dom%d mapped ref %d of frame %d, which this library does not know\n", m.Dom, m.Ref, m.Frame)
+		return
+	}
+	page := at.p.Bytes()[at.i*abi.PAGE_SIZE : (at.i+1)*abi.PAGE_SIZE]
+	if err := d.ln.Share(DomID(m.Dom), Ref(m.Ref), m.Arg[0], page, m.Flags&abi.GNTMAP_readonly != 0); err != nil {
+		fmt.Fprintf(os.Stderr, "gnttab: %v\n", err)
+	}
+}
+
+// remoteUnmap stops sharing with a mapper of another host that died.
+func (d *domState) remoteUnmap(m hypercall.Msg, fds []int) {
+	closeFDs(fds)
+	d.ln.Unshare(DomID(m.Dom), Ref(m.Ref), m.Arg[0])
 }
 
 // Handle grants, maps and copies for one domain. Handles of one domain
@@ -318,6 +363,7 @@ func (h *Handle) FreePages(p *Pages) error {
 	if err := h.releaseFrames(p.Frames); err != nil {
 		return err
 	}
+	h.d.ln.Forget(p.Bytes())
 	h.d.mu.Lock()
 	for _, f := range p.Frames {
 		delete(h.d.frames, f)
@@ -387,6 +433,8 @@ func (h *Handle) Unshare(s *Share) error {
 type Mapping struct {
 	m        *shm.Mapping
 	handles  []abi.GrantHandle
+	reps     []*link.Replica // per page: the replica of another host's grant, or nil
+	remote   bool            // some page is a replica
 	writable bool
 	notify   [2]uint32 // offset, port
 	revoked  atomic.Int32
@@ -399,6 +447,10 @@ func (m *Mapping) Bytes() []byte { return m.m.Bytes() }
 // (as a dying Xen domain's pages stay until unmapped) but is no longer
 // shared with anyone; Unmap it.
 func (m *Mapping) Revoked() bool { return m.revoked.Load() > 0 }
+
+// ReplicaTimeout bounds how long a map of another host's grant waits for
+// the page's content from the granter.
+var ReplicaTimeout = 10 * time.Second
 
 // Map maps dom's grants refs side by side (xengnttab_map_domain_grant_refs).
 func (h *Handle) Map(dom DomID, refs []Ref, writable bool) (*Mapping, error) {
@@ -426,26 +478,62 @@ func (h *Handle) mapRefs(dom DomID, refs []Ref, writable bool, notifyOff, notify
 	mp := &Mapping{writable: writable, notify: [2]uint32{notifyOff, notifyPort}}
 	var fds []int
 	defer func() { closeFDs(fds) }()
+	fail := func(err error) (*Mapping, error) {
+		h.unmapHandles(mp.handles)
+		for _, rep := range mp.reps {
+			if rep != nil {
+				h.d.ln.Unmap(rep, NoNotify)
+			}
+		}
+		return nil, err
+	}
 	for _, ref := range refs {
+		pend, err := h.d.ln.Prepare(dom, ref, writable)
+		if err != nil {
+			return fail(err)
+		}
 		r, got, err := h.c.Call(hypercall.Msg{Op: hypercall.OpGnttabMap, Dom: uint16(dom), Ref: uint32(ref),
-			Flags: flags, Arg: [4]uint32{notifyOff, notifyPort}})
-		if err != nil || len(got) != 1 {
+			Flags: flags, Arg: [4]uint32{notifyOff, notifyPort, pend.Gen()}})
+		remote := err == nil && r.Flags&hypercall.FlagRemote != 0
+		if err != nil || (len(got) != 1 && !remote) {
 			closeFDs(got)
-			h.unmapHandles(mp.handles)
+			pend.Cancel()
 			if err == nil {
 				err = fmt.Errorf("gnttab: map: no page from the agent: %w", syscall.EIO)
 			}
-			return nil, mapError("map", r, err)
+			return fail(mapError("map", r, err))
 		}
-		fds = append(fds, got[0])
 		mp.handles = append(mp.handles, abi.GrantHandle(r.Handle))
+		if !remote {
+			pend.Cancel()
+			fds = append(fds, got[0])
+			mp.reps = append(mp.reps, nil)
+			continue
+		}
+		closeFDs(got)
+		rep, err := pend.Replica(ReplicaTimeout)
+		if err != nil {
+			pend.Cancel()
+			return fail(fmt.Errorf("gnttab: map of dom%d ref %d: %w", dom, ref, err))
+		}
+		fd, err := unix.FcntlInt(uintptr(rep.Fd()), unix.F_DUPFD_CLOEXEC, 0)
+		mp.reps = append(mp.reps, rep)
+		if err != nil {
+			return fail(err)
+		}
+		fds = append(fds, fd)
+		mp.remote = true
 	}
 	m, err := shm.MapPages(fds, writable)
 	if err != nil {
-		h.unmapHandles(mp.handles)
-		return nil, err
+		return fail(err)
 	}
 	mp.m = m
+	for i, rep := range mp.reps {
+		if rep != nil {
+			h.d.ln.Attach(rep, m.Bytes()[i*abi.PAGE_SIZE:])
+		}
+	}
 	h.d.mu.Lock()
 	for _, hd := range mp.handles {
 		h.d.maps[hd] = mp
@@ -482,14 +570,28 @@ func (h *Handle) Unmap(mp *Mapping) error {
 	if mp.m == nil {
 		return nil
 	}
-	if off := mp.notify[0]; off != NoNotify && mp.writable && !mp.Revoked() {
+	off := mp.notify[0]
+	if off != NoNotify && mp.writable && !mp.Revoked() {
 		mp.m.Bytes()[off] = 0
-	}
-	if port := mp.notify[1]; port != NoNotify && !mp.Revoked() {
-		h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnSend, Port: port})
 	}
 	if err := mp.m.Unmap(); err != nil {
 		return err
+	}
+	// A replica's last unmap releases this domain's writes (the
+	// notification byte among them) and fences them, before the event.
+	for i, rep := range mp.reps {
+		if rep != nil {
+			o := uint32(NoNotify)
+			if i == 0 && !mp.Revoked() {
+				o = off
+			}
+			h.d.ln.Unmap(rep, o)
+		}
+	}
+	if port := mp.notify[1]; port != NoNotify && !mp.Revoked() {
+		if ok, _ := h.d.ln.Notify(Port(port)); !ok {
+			h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnSend, Port: port})
+		}
 	}
 	// Handles the agent revoked are gone from maps; only live ones are
 	// unmapped there.

@@ -65,7 +65,7 @@ type Conn struct {
 	handlers map[hypercall.Op]Handler
 	err      error
 
-	// valuesMu guards values; mk functions may call Handle.
+	// valuesMu guards values; mk functions may call Handle, not Value.
 	valuesMu sync.Mutex
 	values   map[any]any
 }
@@ -192,6 +192,16 @@ func (c *Conn) Call(m hypercall.Msg, fds ...int) (hypercall.Msg, []int, error) {
 func (c *Conn) CallApply(m hypercall.Msg, apply func(r hypercall.Msg, fds []int), fds ...int) (hypercall.Msg, error) {
 	r, _, err := c.call(m, apply, fds)
 	return r, err
+}
+
+// Post sends a request from a goroutine of its own and drops the reply:
+// for callers that hold locks a call could wait under, and requests whose
+// outcome they cannot act on.
+func (c *Conn) Post(m hypercall.Msg) {
+	go func() {
+		_, fds, _ := c.call(m, nil, nil)
+		closeFDs(fds)
+	}()
 }
 
 func (c *Conn) call(m hypercall.Msg, apply func(hypercall.Msg, []int), fds []int) (hypercall.Msg, []int, error) {

@@ -37,7 +37,8 @@ const (
 	OpEvtchnAllocUnbound Op = 2
 	// in: Dom = remote domain, Port = remote port. out: Port (local);
 	// fds: the port's eventfd, then the peer's doorbell unless the peer
-	// is remote (Flags&FlagRemote).
+	// is remote (Flags&FlagRemote, Arg[0] = peer domain, Arg[1] = peer
+	// port: sends go on the link to the peer's domain).
 	OpEvtchnBindInterdomain Op = 3
 	// in: -. out: Port; fds: the port's eventfd, then its doorbell (the
 	// same eventfd: an IPI port signals itself).
@@ -55,8 +56,11 @@ const (
 	// mapped.
 	OpGnttabUnsharePage Op = 17
 	// in: Dom = granter, Ref, Flags = GNTMAP_* (readonly), Arg[0] =
-	// notify offset, Arg[1] = notify port. out: Status = GNTST_*, Handle,
-	// Frame; fds: the page's memfd (read-only if asked).
+	// notify offset, Arg[1] = notify port, Arg[2] = the library's
+	// generation for a map of a grant of another host. out: Status =
+	// GNTST_*, Handle, Frame; fds: the page's memfd (read-only if
+	// asked), or none with FlagRemote: the granter is on another host and
+	// its library sends the page over their link.
 	OpGnttabMap Op = 18
 	// in: Handle. out: Status.
 	OpGnttabUnmap Op = 19
@@ -72,12 +76,17 @@ const (
 	// descriptor no longer sees the domain's memory. EBUSY while another
 	// grant of the frame is mapped.
 	OpGnttabRefreshPage Op = 21
+	// in: Ref, Dom = mapper, Arg[0] = generation. The granter's library
+	// has applied everything the mapper (of another host) wrote up to its
+	// fence for that generation: the agent may unpin the grant.
+	OpGnttabRemoteUnpin Op = 22
 )
 
 // Notifications (agent -> domain, ID 0).
 const (
 	// Port: a peer bound to it; fds: the peer's doorbell, or none with
-	// FlagRemote (sends then go through OpEvtchnSend).
+	// FlagRemote (Arg[0] = peer domain, Arg[1] = peer port: sends go on
+	// the link to the peer's domain, or through OpEvtchnSend).
 	NotifyEvtchnConnect Op = 64
 	// Port: the peer closed (or died); the port is unbound again and has
 	// been made pending so that a waiter notices.
@@ -85,8 +94,21 @@ const (
 	// Port: the agent closed the port.
 	NotifyEvtchnRelease Op = 66
 	// Handle: the granter of this mapping is gone; the agent no longer
-	// tracks it and the page is no longer shared with anyone else.
+	// tracks it and the page is no longer shared with anyone else. For a
+	// grant of another host, Arg[0] is the granter's unmap notification
+	// byte (NoNotify: none), which the library clears in its replica.
 	NotifyGnttabRevoke Op = 67
+	// Dom: a domain of another host; fds: the link to it, a stream both
+	// libraries speak directly (events and page updates, in order).
+	NotifyLink Op = 68
+	// Ref, Frame, Dom = mapper (of another host), Flags = GNTMAP_readonly
+	// or 0, Arg[0] = the mapper's generation: the mapper mapped this
+	// grant; the library shares the frame with it over their link.
+	NotifyGnttabRemoteMap Op = 69
+	// Ref, Dom = mapper, Arg[0] = generation: the mapper (or its host)
+	// is gone; stop sharing the frame with it, for generations up to
+	// Arg[0].
+	NotifyGnttabRemoteUnmap Op = 70
 )
 
 // Flags.
@@ -187,9 +209,11 @@ var opNames = map[Op]string{
 	OpEvtchnBindIPI: "evtchn_bind_ipi", OpEvtchnSend: "evtchn_send", OpEvtchnClose: "evtchn_close",
 	OpEvtchnStatus: "evtchn_status", OpGnttabSharePage: "gnttab_share_page", OpGnttabUnsharePage: "gnttab_unshare_page",
 	OpGnttabMap: "gnttab_map", OpGnttabUnmap: "gnttab_unmap", OpGnttabCopy: "gnttab_copy",
-	OpGnttabRefreshPage: "gnttab_refresh_page",
+	OpGnttabRefreshPage: "gnttab_refresh_page", OpGnttabRemoteUnpin: "gnttab_remote_unpin",
 	NotifyEvtchnConnect: "notify_evtchn_connect", NotifyEvtchnDisconnect: "notify_evtchn_disconnect",
 	NotifyEvtchnRelease: "notify_evtchn_release", NotifyGnttabRevoke: "notify_gnttab_revoke",
+	NotifyLink: "notify_link", NotifyGnttabRemoteMap: "notify_gnttab_remote_map",
+	NotifyGnttabRemoteUnmap: "notify_gnttab_remote_unmap",
 }
 
 func (o Op) String() string {

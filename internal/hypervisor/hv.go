@@ -1,6 +1,7 @@
 package hypervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -17,25 +19,36 @@ import (
 	"shi/internal/hypercall"
 	"shi/internal/ring"
 	"shi/internal/shm"
+	"shi/internal/transport"
 )
 
 // DomID is a domain id.
 type DomID = abi.DomID
 
-// Remote carries event-channel operations to the agents of other hosts.
-// Nil until the cross-host data plane exists: forwarded operations are
-// then logged and dropped.
-type Remote interface {
-	Forward(host evtchn.Host, msg evtchn.Message)
+// Peers is the data plane to the hypervisors of other hosts (the agent
+// backs it with internal/transport).
+type Peers interface {
+	// Send queues m for the hypervisor of host, whose Inbound receives
+	// it; it never blocks. Messages to one host arrive in order.
+	Send(host string, m *transport.Msg) error
+	// Link opens a link to host, whose hypervisor takes it with
+	// AcceptLink, and returns this end, to be handed to a local domain.
+	// It blocks; the hypervisor calls it without holding its lock.
+	Link(ctx context.Context, host string, hello []byte) (*os.File, error)
 }
 
 // Config configures a Hypervisor.
 type Config struct {
 	Logger *slog.Logger
-	Remote Remote
-	// Locate finds domains on other hosts, for cross-host binds; nil
-	// means there are none.
+	// Host is this host's name, as the other hosts know it.
+	Host string
+	// Peers reaches the other hosts; nil means there are none.
+	Peers Peers
+	// Locate finds domains on other hosts; nil means there are none.
 	Locate evtchn.Locator
+	// Timeout bounds how long a request waits for another host (default
+	// 10 s).
+	Timeout time.Duration
 }
 
 // DomainConfig sizes one domain's resources.
@@ -82,10 +95,16 @@ const inlineGFN = ^uint32(0)
 
 // Hypervisor serves the domains of one host.
 type Hypervisor struct {
-	log    *slog.Logger
-	remote Remote
+	log     *slog.Logger
+	host    string
+	peers   Peers
+	locate  evtchn.Locator
+	timeout time.Duration
+	stop    chan struct{} // closed by Close: ends the sweeper
 
-	// mu guards everything below and every vdom's state.
+	// mu guards everything below and every vdom's state. Lock order:
+	// mu, then a vdom's outbox.mu; the Locator (the directory's replica)
+	// is called under mu and must not call back.
 	mu      sync.Mutex
 	evt     *evtchn.Table
 	gnt     *gnttab.Table
@@ -93,6 +112,9 @@ type Hypervisor struct {
 	scratch []byte // an inline copy's page
 	inline  DomID  // the domain whose inline copy runs, or DOMID_INVALID
 	closed  bool
+	pending map[uint64]*pending // requests waiting for another host, by id
+	nextID  uint64
+	links   map[linkKey]*link // links between local and remote domains
 }
 
 // New returns a hypervisor with no domains.
@@ -101,15 +123,25 @@ func New(cfg Config) *Hypervisor {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
 	h := &Hypervisor{
 		log:     log,
-		remote:  cfg.Remote,
+		host:    cfg.Host,
+		peers:   cfg.Peers,
+		locate:  cfg.Locate,
+		timeout: cfg.Timeout,
+		stop:    make(chan struct{}),
 		evt:     evtchn.New(cfg.Locate),
 		doms:    map[DomID]*vdom{},
 		scratch: ring.AlignedBytes(abi.PAGE_SIZE),
 		inline:  abi.DOMID_INVALID,
+		pending: map[uint64]*pending{},
+		links:   map[linkKey]*link{},
 	}
 	h.gnt = gnttab.New((*frames)(h))
+	go h.sweep()
 	return h
 }
 
@@ -149,6 +181,10 @@ type vdom struct {
 	npages   int
 	maps     map[abi.GrantHandle]notify // notifications of its mappings
 	shares   map[uint32]notify          // notifications of its shared pages
+	// granterOff is, for its maps of grants of other hosts, the
+	// granter's unmap notification byte, cleared in the replica if the
+	// granter dies.
+	granterOff map[abi.GrantHandle]uint32
 
 	out  *outbox
 	conn *net.UnixConn
@@ -192,9 +228,11 @@ func (h *Hypervisor) AddDomain(id DomID, cfg DomainConfig) (*os.File, error) {
 		ports:  map[evtchn.Port]*shm.EventFD{},
 		maps:   map[abi.GrantHandle]notify{},
 		shares: map[uint32]notify{},
-		out:    newOutbox(conn),
-		conn:   conn,
-		done:   make(chan struct{}),
+
+		granterOff: map[abi.GrantHandle]uint32{},
+		out:        newOutbox(conn),
+		conn:       conn,
+		done:       make(chan struct{}),
 	}
 	fail := func(err error) (*os.File, error) {
 		tm.Unmap()
@@ -249,7 +287,27 @@ func (h *Hypervisor) RemoveDomain(id DomID) {
 // Preconditions: h.mu held.
 func (h *Hypervisor) removeLocked(d *vdom) {
 	// Notifications first, while its ports still exist: the kernel does
-	// them as it unmaps a dying process's grants.
+	// them as it unmaps a dying process's grants. A granter of another
+	// host clears the mapping's notification byte in its own page when
+	// told the mapper died, before the notify port's event (sent below)
+	// arrives there: both travel in order to that host.
+	for _, m := range h.gnt.Mappings(d.id) {
+		if m.Host != "" {
+			h.send(m.Host, &transport.Msg{Kind: transport.KindUnmap, Flags: unmapDead,
+				FromDom: uint16(d.id), ToDom: uint16(m.Granter), Ref: uint32(m.Ref), Arg: [4]uint32{m.Gen}})
+		}
+	}
+	// Mappers of other hosts clear this domain's share notification byte
+	// in their replicas when told the grant is revoked, before the share
+	// notification's event.
+	for _, p := range h.gnt.RemotePins(d.id) {
+		off := uint32(hypercall.NoNotify)
+		if n, ok := d.shares[p.Frame]; ok {
+			off = n.off
+		}
+		h.send(p.Host, &transport.Msg{Kind: transport.KindRevoke, FromDom: uint16(d.id), ToDom: uint16(p.Mapper),
+			Ref: uint32(p.Ref), Arg: [4]uint32{off}})
+	}
 	for _, m := range h.gnt.Mappings(d.id) {
 		if n, ok := d.maps[m.Handle]; ok && !n.none() {
 			h.fireNotify(d, m.Granter, m.Frame, n)
@@ -266,6 +324,7 @@ func (h *Hypervisor) removeLocked(d *vdom) {
 		}
 	}
 	h.do(nil, h.evt.RemoveDomain(d.id), nil)
+	h.closeLinks(func(k linkKey, _ *link) bool { return k.local == d.id })
 	for _, ev := range d.ports { // Release actions closed them all; be sure
 		ev.Close()
 	}
@@ -300,6 +359,9 @@ func (h *Hypervisor) fireNotify(d *vdom, granter DomID, frame uint32, n notify) 
 // Close removes every domain.
 func (h *Hypervisor) Close() {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.stop)
+	}
 	h.closed = true
 	var ds []*vdom
 	for _, d := range h.doms {

@@ -10,6 +10,7 @@ import (
 	"shi/internal/gnttab"
 	"shi/internal/hypercall"
 	"shi/internal/shm"
+	"shi/internal/transport"
 )
 
 // reply is a reply being built, with the descriptors it will own.
@@ -55,8 +56,8 @@ func (h *Hypervisor) handle(d *vdom, m hypercall.Msg, fds []int) {
 		p, acts, err = h.evt.BindInterdomain(d.id, DomID(m.Dom), evtchn.Port(m.Port))
 		var rde *evtchn.RemoteDomainError
 		if errors.As(err, &rde) {
-			// The cross-host handshake belongs to the data plane.
-			err = errorf(syscall.ESRCH, "dom%d is on host %q: cross-host binds are not available", rde.Dom, rde.Host)
+			err = h.bindRemote(d, m, rde)
+			break
 		}
 		r.m.Port = uint32(p)
 		h.do(d, acts, r)
@@ -95,20 +96,16 @@ func (h *Hypervisor) handle(d *vdom, m hypercall.Msg, fds []int) {
 		err = h.unmapGrant(d, m, r)
 	case hypercall.OpGnttabCopy:
 		err = h.copyGrant(d, m, r)
+	case hypercall.OpGnttabRemoteUnpin:
+		err = h.remoteUnpin(d, m)
 	default:
 		err = errorf(syscall.ENOSYS, "unknown operation %d", m.Op)
 	}
 	closeFDs(fds)
-	if err != nil {
-		r.m.Errno = uint32(errnoOf(err))
-		h.refuseLocked(d, m, err)
-		closeFDs(r.fds)
-		r.fds = nil
+	if err == errDeferred {
+		return // another host answers first
 	}
-	if perr := d.out.push(r.m.Append(nil), r.fds); errors.Is(perr, errOverflow) {
-		d.log.Warn("hypervisor: domain disconnected: it does not read its agent connection")
-		d.conn.Close()
-	}
+	h.finish(d, m, r, err)
 }
 
 // do carries out event-channel actions in order. Descriptors for the
@@ -141,9 +138,11 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 				continue
 			}
 			var flags uint16
+			var arg [4]uint32
 			bell := -1
 			if a.Peer.Host != evtchn.Local {
-				flags = hypercall.FlagRemote
+				// The library sends on the link to the peer's domain.
+				flags, arg = hypercall.FlagRemote, [4]uint32{uint32(a.Peer.Dom), uint32(a.Peer.Port)}
 			} else if p := h.doms[a.Peer.Dom]; p != nil && p.ports[a.Peer.Port] != nil {
 				if fd, err := dupFD(p.ports[a.Peer.Port].Fd()); err == nil {
 					bell = fd
@@ -152,13 +151,14 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 			switch {
 			case mine(a.Dom) && r != nil:
 				r.m.Flags |= flags
+				r.m.Arg = arg
 				if bell >= 0 {
 					r.fds = append(r.fds, bell)
 				}
 			case bell >= 0:
-				d.notify(hypercall.Msg{Op: hypercall.NotifyEvtchnConnect, Port: uint32(a.Port), Flags: flags}, bell)
+				d.notify(hypercall.Msg{Op: hypercall.NotifyEvtchnConnect, Port: uint32(a.Port), Flags: flags, Arg: arg}, bell)
 			default:
-				d.notify(hypercall.Msg{Op: hypercall.NotifyEvtchnConnect, Port: uint32(a.Port), Flags: flags})
+				d.notify(hypercall.Msg{Op: hypercall.NotifyEvtchnConnect, Port: uint32(a.Port), Flags: flags, Arg: arg})
 			}
 		case evtchn.Kick:
 			h.kick(a.Dom, a.Port)
@@ -182,11 +182,12 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 				d.notify(hypercall.Msg{Op: hypercall.NotifyEvtchnRelease, Port: uint32(a.Port)})
 			}
 		case evtchn.Forward:
-			if h.remote != nil {
-				h.remote.Forward(a.Host, a.Msg)
-			} else {
-				h.log.Warn("hypervisor: no data plane to another host; event dropped", "action", a.String())
+			kind := transport.KindSend
+			if a.Msg.Op == evtchn.OpClose {
+				kind = transport.KindClose
 			}
+			h.send(string(a.Host), &transport.Msg{Kind: kind, FromDom: uint16(a.Msg.From.Dom), FromPort: uint32(a.Msg.From.Port),
+				ToDom: uint16(a.Msg.To.Dom), ToPort: uint32(a.Msg.To.Port)})
 		}
 	}
 }
@@ -290,6 +291,28 @@ func (h *Hypervisor) refreshPage(d *vdom, gfn uint32, fds []int, r *reply) error
 	return nil
 }
 
+// remoteHost reports whether dom is a domain of another host, and which.
+// Preconditions: h.mu held.
+func (h *Hypervisor) remoteHost(dom DomID) (string, bool) {
+	if dom == abi.DOMID_SELF || h.doms[dom] != nil || h.locate == nil {
+		return "", false
+	}
+	if at, ok := h.locate.Locate(dom); ok && at != evtchn.Local {
+		return string(at), true
+	}
+	return "", false
+}
+
+// remoteGrant reports whether a copy side is a grant of another host's
+// domain.
+// Preconditions: h.mu held.
+func (h *Hypervisor) remoteGrant(d *vdom, p gnttab.CopyPtr, gref bool) (string, bool) {
+	if !gref {
+		return "", false
+	}
+	return h.remoteHost(p.Dom)
+}
+
 // statusErrno maps a grant status to the errno of the reply.
 func statusErrno(st gnttab.Status) syscall.Errno {
 	switch st {
@@ -323,6 +346,9 @@ func grantErr(op string, st gnttab.Status) error {
 // Preconditions: h.mu held.
 func (h *Hypervisor) mapGrant(d *vdom, m hypercall.Msg, r *reply) error {
 	readonly := m.Flags&abi.GNTMAP_readonly != 0
+	if host, ok := h.remoteHost(DomID(m.Dom)); ok {
+		return h.mapRemote(d, m, r, host)
+	}
 	mp, st := h.gnt.Map(d.id, DomID(m.Dom), abi.GrantRef(m.Ref), readonly)
 	r.m.Status = int16(st)
 	if st != gnttab.Okay {
@@ -360,10 +386,13 @@ func (h *Hypervisor) mapGrant(d *vdom, m hypercall.Msg, r *reply) error {
 // unmapped the page and fired its notification itself.
 // Preconditions: h.mu held.
 func (h *Hypervisor) unmapGrant(d *vdom, m hypercall.Msg, r *reply) error {
+	// A map of another host's grant is unpinned there once the granter's
+	// library has seen this mapper's fence on their link.
 	_, st := h.gnt.Unmap(d.id, abi.GrantHandle(m.Handle))
 	r.m.Status = int16(st)
 	if st == gnttab.Okay {
 		delete(d.maps, abi.GrantHandle(m.Handle))
+		delete(d.granterOff, abi.GrantHandle(m.Handle))
 	}
 	return grantErr("unmap", st)
 }
@@ -410,6 +439,20 @@ func (h *Hypervisor) copyGrant(d *vdom, m hypercall.Msg, r *reply) error {
 		(srcInline && len(data) != int(c.Len)) || (!srcInline && len(data) != 0) {
 		r.m.Status = int16(gnttab.BadCopyArg)
 		return grantErr("copy", gnttab.BadCopyArg)
+	}
+	srcHost, srcRemote := h.remoteGrant(d, src, c.Flags&abi.GNTCOPY_source_gref != 0)
+	dstHost, dstRemote := h.remoteGrant(d, dst, c.Flags&abi.GNTCOPY_dest_gref != 0)
+	if srcRemote || dstRemote {
+		side := func(p gnttab.CopyPtr, gref, inline bool, host string) copySide {
+			dom := p.Dom
+			if dom == abi.DOMID_SELF {
+				dom = d.id
+			}
+			return copySide{grant: gref, dom: dom, ref: p.Ref, frame: p.Frame, inline: inline, host: host}
+		}
+		return h.copyRemote(d, m, r, c,
+			side(src, c.Flags&abi.GNTCOPY_source_gref != 0, srcInline, srcHost),
+			side(dst, c.Flags&abi.GNTCOPY_dest_gref != 0, dstInline, dstHost))
 	}
 	if srcInline || dstInline {
 		h.inline = d.id

@@ -1,0 +1,363 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shi/guest/hv"
+	"shi/internal/abi"
+	"shi/internal/hypercall"
+)
+
+type (
+	// DomID is a domain id.
+	DomID = abi.DomID
+	// Port is an event-channel port.
+	Port = abi.EvtchnPort
+	// Ref is a grant reference.
+	Ref = abi.GrantRef
+)
+
+const pageSize = abi.PAGE_SIZE
+
+// FlushInterval is how often the background goroutine ships changes that
+// no release shipped, and drains links nobody reads: how long a write to
+// a page shared across hosts stays local at most, when its writer never
+// enters the library. It backs off (to 64 times as long) while nothing
+// changes. Set it before the first link arrives.
+var FlushInterval = time.Millisecond
+
+// ErrNoLink means there is no working link to a domain: the caller falls
+// back to sending through its agent.
+var ErrNoLink = errors.New("link: no link to that domain")
+
+// rbufSize is each link's input buffer: many frames per read.
+const rbufSize = 256 << 10
+
+// State is one domain's links and the pages it shares across them.
+type State struct {
+	c      *hv.Conn
+	ep     int          // epoll set of the links, level-triggered; see Fd
+	nlinks atomic.Int32 // working links: zero makes Acquire free
+
+	// mu guards everything below, and every link's buffers and rel.
+	mu       sync.Mutex
+	links    map[DomID]*peerLink
+	ports    map[Port]portBinding
+	rels     map[relKey]*rel
+	pages    map[uintptr]*page // by the address of each view of the page
+	explicit map[uintptr]bool  // pages whose writes are reported (Explicit)
+	nextGen  uint32
+	bg       bool // the background goroutine runs
+	forged   int  // refused updates, for log rate limiting
+}
+
+// portBinding is a local port bound to a port of a remote domain.
+type portBinding struct {
+	peer     DomID
+	peerPort Port
+	kick     func() // makes the local port pending
+}
+
+// peerLink is the link to one remote domain.
+type peerLink struct {
+	peer DomID
+	fd   int
+	dead bool
+
+	// Guarded by State.mu.
+	rbuf   []byte
+	r0, r1 int    // unread input is rbuf[r0:r1]
+	out    []byte // frames queued for writing, in order
+	spare  []byte
+
+	wmu sync.Mutex // serialises writes to fd; before State.mu, never under it
+}
+
+type stateKey struct{}
+
+// For returns the State of the domain behind c, creating it (and
+// registering for the agent's link notifications) on first use.
+func For(c *hv.Conn) *State {
+	return c.Value(stateKey{}, func() any {
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			panic(fmt.Sprintf("link: epoll_create1: %v", err)) // out of descriptors at start
+		}
+		s := &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
+			rels: map[relKey]*rel{}, pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}}
+		c.Handle(hypercall.NotifyLink, s.adopt)
+		return s
+	}).(*State)
+}
+
+// Fd is readable while a link has input: evtchn handles watch it, so a
+// thread blocked in Wait wakes for frames and acquires them.
+func (s *State) Fd() int { return s.ep }
+
+// Active reports whether the domain has a working link.
+func (s *State) Active() bool { return s.nlinks.Load() > 0 }
+
+// adopt takes a link the agent handed over (NotifyLink). It runs on the
+// connection's reader goroutine.
+func (s *State) adopt(m hypercall.Msg, fds []int) {
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return
+	}
+	fd := fds[0]
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return
+	}
+	peer := DomID(m.Dom)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.links[peer]; old != nil {
+		s.killLocked(old) // a new link after a partition healed
+	}
+	l := &peerLink{peer: peer, fd: fd, rbuf: make([]byte, rbufSize)}
+	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		unix.Close(fd)
+		return
+	}
+	s.links[peer] = l
+	s.nlinks.Add(1)
+	if !s.bg {
+		s.bg = true
+		go s.background()
+	}
+}
+
+// killLocked drops a link whose peer is gone or broke the protocol.
+// Preconditions: s.mu held.
+func (s *State) killLocked(l *peerLink) {
+	if l.dead {
+		return
+	}
+	l.dead = true
+	l.out = nil
+	if s.links[l.peer] == l {
+		delete(s.links, l.peer)
+	}
+	s.nlinks.Add(-1)
+	unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, l.fd, nil)
+	// Shut down now (a blocked writer fails at once); close once no
+	// writer can still use the descriptor number.
+	unix.Shutdown(l.fd, unix.SHUT_RDWR)
+	go func() {
+		l.wmu.Lock()
+		unix.Close(l.fd)
+		l.wmu.Unlock()
+	}()
+}
+
+// BindPort records that local port p is bound to peerPort of peer, a
+// domain of another host; kick makes p pending.
+func (s *State) BindPort(p Port, peer DomID, peerPort Port, kick func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ports[p] = portBinding{peer: peer, peerPort: peerPort, kick: kick}
+}
+
+// UnbindPort forgets p.
+func (s *State) UnbindPort(p Port) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ports, p)
+}
+
+// Notify sends an event on local port p if it is bound across hosts,
+// releasing first; ok is false if p is not (the caller sends locally or
+// through the agent).
+func (s *State) Notify(p Port) (ok bool, err error) {
+	s.mu.Lock()
+	b, bound := s.ports[p]
+	s.mu.Unlock()
+	if !bound {
+		return false, nil
+	}
+	return true, s.Send(b.peer, b.peerPort)
+}
+
+// Send releases what changed in the pages shared with peer and sends an
+// event to peer's port, in that order, on their link. ErrNoLink means
+// there is none (the caller falls back to its agent).
+func (s *State) Send(peer DomID, peerPort Port) error {
+	s.mu.Lock()
+	l := s.links[peer]
+	if l == nil {
+		s.mu.Unlock()
+		return ErrNoLink
+	}
+	s.releaseLocked(l)
+	l.out = header{typ: frameEvent, ref: uint32(peerPort)}.append(l.out)
+	s.mu.Unlock()
+	s.flush(l)
+	return nil
+}
+
+// Release ships what changed in the pages shared with peer, without an
+// event; the updates' arrival raises events there.
+func (s *State) Release(peer DomID) {
+	if !s.Active() {
+		return
+	}
+	s.mu.Lock()
+	l := s.links[peer]
+	if l == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.releaseLocked(l)
+	queued := len(l.out) > 0
+	s.mu.Unlock()
+	if queued {
+		s.flush(l)
+	}
+}
+
+// ReleaseAll ships what changed in every page shared across hosts: a
+// thread does it before it blocks.
+func (s *State) ReleaseAll() {
+	if !s.Active() {
+		return
+	}
+	var ls []*peerLink
+	s.mu.Lock()
+	for _, l := range s.links {
+		s.releaseLocked(l)
+		if len(l.out) > 0 {
+			ls = append(ls, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		s.flush(l)
+	}
+}
+
+// Acquire applies every frame that has arrived, in this thread, and
+// makes the ports they concern pending.
+func (s *State) Acquire() {
+	if !s.Active() {
+		return
+	}
+	var in inbox
+	s.mu.Lock()
+	for _, r := range s.rels {
+		r.applyPending()
+	}
+	for _, l := range s.links {
+		s.drainLocked(l, true, &in)
+	}
+	s.mu.Unlock()
+	in.deliver(s)
+}
+
+// flush writes l's queued frames, waiting for room as a blocking write
+// would. Writers take turns under wmu, each taking everything queued so
+// far, so frames go out in queue order.
+func (s *State) flush(l *peerLink) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	s.flushWmu(l, true)
+}
+
+// flushWmu writes l's queued frames; unless wait, it writes only what
+// fits now and queues the rest again, in front.
+// Preconditions: l.wmu held.
+func (s *State) flushWmu(l *peerLink, wait bool) {
+	s.mu.Lock()
+	buf := l.out
+	l.out, l.spare = l.spare[:0], nil
+	dead := l.dead
+	s.mu.Unlock()
+	if dead || len(buf) == 0 {
+		return
+	}
+	n, err := write(l.fd, buf, wait)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil:
+		s.killLocked(l)
+	case n < len(buf):
+		rest := append([]byte(nil), buf[n:]...)
+		l.out = append(rest, l.out...)
+	case cap(buf) <= 4<<20:
+		l.spare = buf[:0]
+	}
+}
+
+// write writes b to a non-blocking socket; if wait, all of it, waiting for
+// room as a blocking write would.
+func write(fd int, b []byte, wait bool) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(fd, b[done:])
+		switch {
+		case err == unix.EAGAIN && !wait:
+			return done, nil
+		case err == unix.EAGAIN:
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
+				return done, err
+			}
+			continue
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// inbox is what a drain found for after the lock: ports to make pending
+// and requests to the agent.
+type inbox struct {
+	kick  map[Port]func()
+	posts []hypercall.Msg
+}
+
+func (in *inbox) raise(p Port, kick func()) {
+	if in.kick == nil {
+		in.kick = map[Port]func(){}
+	}
+	in.kick[p] = kick
+}
+
+// deliver kicks ports and sends requests, without s.mu: a request may
+// wait for room on the agent connection.
+func (in *inbox) deliver(s *State) {
+	for _, k := range in.kick {
+		k()
+	}
+	for _, m := range in.posts {
+		s.c.Post(m)
+	}
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// logf reports a peer's misbehaviour on stderr (the agent logs a domain's
+// output), rate-limited.
+// Preconditions: s.mu held.
+func (s *State) logf(format string, args ...any) {
+	s.forged++
+	if s.forged <= 20 || s.forged%1000 == 0 {
+		fmt.Fprintf(os.Stderr, "shi link: "+format+"\n", args...)
+	}
+}

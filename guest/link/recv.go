@@ -1,0 +1,209 @@
+package link
+
+import (
+	"bytes"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shi/internal/hypercall"
+)
+
+// maxDrain bounds the bytes one drain of a link takes, so that a peer
+// streaming without pause cannot keep an acquire from returning.
+const maxDrain = 8 << 20
+
+// drainLocked reads what l has and handles every complete frame: applied
+// now when apply (an acquire, in the caller's thread), else kept as
+// pending for the next acquire. Ports to kick and requests to post go
+// into in.
+// Preconditions: s.mu held.
+func (s *State) drainLocked(l *peerLink, apply bool, in *inbox) {
+	for taken := 0; !l.dead && taken < maxDrain; {
+		if l.r0 > 0 && (l.r1 == l.r0 || len(l.rbuf)-l.r1 < headerSize+maxPayload) {
+			l.r1 = copy(l.rbuf, l.rbuf[l.r0:l.r1])
+			l.r0 = 0
+		}
+		n, err := unix.Read(l.fd, l.rbuf[l.r1:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil || n == 0 {
+			s.killLocked(l) // the peer or its host went away
+			return
+		}
+		l.r1 += n
+		taken += n
+		if !s.framesLocked(l, apply, in) {
+			return
+		}
+	}
+}
+
+// framesLocked handles the complete frames buffered on l; false if the
+// link broke.
+// Preconditions: s.mu held.
+func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
+	updated := false
+	for l.r1-l.r0 >= headerSize {
+		h, err := parseHeader(l.rbuf[l.r0:])
+		if err != nil {
+			s.logf("link to dom%d: %v; dropping it", l.peer, err)
+			s.killLocked(l)
+			return false
+		}
+		if l.r1-l.r0 < headerSize+int(h.n) {
+			break
+		}
+		payload := l.rbuf[l.r0+headerSize : l.r0+headerSize+int(h.n)]
+		l.r0 += headerSize + int(h.n)
+		switch h.typ {
+		case frameEvent:
+			if b, ok := s.ports[Port(h.ref)]; ok && b.peer == l.peer {
+				in.raise(Port(h.ref), b.kick)
+			}
+		case frameUpdate:
+			if err := checkRuns(payload); err != nil {
+				s.logf("link to dom%d: %v; dropping it", l.peer, err)
+				s.killLocked(l)
+				return false
+			}
+			r := s.rels[relKey{l.peer, Ref(h.ref), h.dir == toGranter}]
+			switch {
+			case r == nil || r.gen != h.gen || !r.ready || r.revoked:
+				// A map that ended, or one generation too old: the
+				// fence or the unmap raced with it.
+			case h.dir == toGranter && r.readonly:
+				s.logf("dom%d wrote ref %d, which it maps read-only: update refused", l.peer, h.ref)
+			case apply:
+				r.applyPending()
+				r.apply(payload)
+				updated = true
+			default:
+				r.queue(payload)
+				updated = true
+			}
+		case framePage:
+			if r := s.rels[relKey{l.peer, Ref(h.ref), false}]; r != nil && r.gen == h.gen && !r.ready && !r.revoked {
+				if err := r.memLocked(s); err != nil {
+					s.logf("no memory for a replica of dom%d ref %d: %v", l.peer, h.ref, err)
+					r.revoked = true
+					break
+				}
+				copy(r.pg.mem, payload)
+				if !r.readonly && !r.pg.explicit {
+					r.twin = bytes.Clone(payload)
+				}
+				r.ready = true
+			}
+		case frameFence:
+			if r := s.rels[relKey{l.peer, Ref(h.ref), true}]; r != nil && r.gen == h.gen {
+				s.dropRel(r)
+			}
+			// Everything the mapper wrote under that generation is in:
+			// the agent may unpin it.
+			in.posts = append(in.posts, hypercall.Msg{Op: hypercall.OpGnttabRemoteUnpin, Ref: h.ref,
+				Dom: uint16(l.peer), Arg: [4]uint32{h.gen}})
+		}
+	}
+	if updated {
+		s.raiseLocked(l.peer, in)
+	}
+	return true
+}
+
+// raiseLocked makes every port bound to peer pending: updates arrived.
+// Preconditions: s.mu held.
+func (s *State) raiseLocked(peer DomID, in *inbox) {
+	for p, b := range s.ports {
+		if b.peer == peer {
+			in.raise(p, b.kick)
+		}
+	}
+}
+
+// background ships changes nobody released and drains links nobody reads,
+// every FlushInterval, backing off while there is nothing to do. It ends
+// when the domain has no links left.
+func (s *State) background() {
+	wait := FlushInterval
+	scratch := make([]byte, pageSize)
+	for {
+		time.Sleep(wait)
+		if !s.mu.TryLock() {
+			continue // someone is in the library: they release and acquire
+		}
+		if len(s.links) == 0 {
+			s.bg = false
+			s.mu.Unlock()
+			return
+		}
+		var in inbox
+		busy := false
+		for _, l := range s.links {
+			before := l.r1
+			s.drainLocked(l, false, &in)
+			busy = busy || l.r1 != before
+		}
+		var ls []*peerLink
+		for _, l := range s.links {
+			if s.releaseStableLocked(l, scratch) {
+				busy = true
+			}
+			if len(l.out) > 0 {
+				ls = append(ls, l)
+			}
+		}
+		s.mu.Unlock()
+		in.deliver(s)
+		for _, l := range ls {
+			// Never wait here: a writer holding wmu writes what is
+			// queued, and a peer that reads nothing must not stop the
+			// drains of every other link.
+			if l.wmu.TryLock() {
+				s.flushWmu(l, false)
+				l.wmu.Unlock()
+			}
+		}
+		if busy || len(in.kick) > 0 {
+			wait = FlushInterval
+		} else if wait < 64*FlushInterval {
+			wait *= 2
+		}
+	}
+}
+
+// releaseStableLocked queues the changes of pages shared with l's peer
+// that are not being written right now (two reads agree), or that have
+// been changing for a while; it reports whether it found any.
+// Preconditions: s.mu held.
+func (s *State) releaseStableLocked(l *peerLink, scratch []byte) bool {
+	found := false
+	for _, r := range s.rels {
+		if r.key.peer != l.peer || !r.ready || r.revoked || !r.ships() {
+			continue
+		}
+		if r.twin == nil {
+			if !r.dirty.empty() {
+				s.releaseRelLocked(l, r)
+				found = true
+			}
+			continue
+		}
+		if bytes.Equal(r.twin, r.pg.mem) {
+			continue
+		}
+		found = true
+		copy(scratch, r.pg.mem)
+		if !bytes.Equal(scratch, r.pg.mem) && r.unstable < 3 {
+			r.unstable++
+			continue
+		}
+		r.unstable = 0
+		s.releaseRelLocked(l, r)
+	}
+	return found
+}
