@@ -25,13 +25,13 @@ var testTunables = tunables{
 
 // testNet is a set of meshes on loopback that resolve each other by name.
 type testNet struct {
-	t          *testing.T
+	t          testing.TB
 	mu         sync.Mutex
 	addrs      map[string]string
 	unresolved map[string]bool // names Resolve pretends not to know
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	return &testNet{t: t, addrs: map[string]string{}, unresolved: map[string]bool{}}
 }
 
@@ -90,7 +90,7 @@ func (n *testNet) start(name, addr string, edit func(*Config, *tunables)) *node 
 
 // logBuf keeps a mesh's log for assertions and echoes it to the test log.
 type logBuf struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	mu   sync.Mutex
 	buf  bytes.Buffer
