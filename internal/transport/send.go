@@ -196,6 +196,13 @@ func (m *Mesh) writeLoop(p *peer) {
 		}
 	}()
 	for {
+		// A connection the watcher saw end is never written to: that
+		// write would vanish into a dead socket.
+		select {
+		case <-dead:
+			drop()
+		default:
+		}
 		if !p.queued() {
 			select {
 			case <-p.wake:
