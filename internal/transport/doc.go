@@ -29,9 +29,10 @@
 // one at a time. Send only queues: a frame written to a connection that
 // then breaks may be lost, and so may a whole batch whose write failed;
 // the writer reconnects with backoff (20 ms doubling to 1 s) while frames
-// are queued, and frames sent after that arrive, in order. A host that
-// stays unreachable for giveUp (30 s) has its queue dropped, and Forget
-// drops it at once. The hypervisor treats a host that stays unreachable as
+// are queued, and frames sent after that arrive, in order. A host's queue
+// holds up to 64 MiB (not counting the batch being written); beyond that
+// Send returns ErrQueueFull. A host that stays unreachable for 30 s with
+// frames queued has them dropped, and Forget drops them at once. The hypervisor treats a host that stays unreachable as
 // dead, via membership, so lost frames never leave it waiting. Frames of
 // an older connection from a host are never handled after frames of a
 // newer one: lost at a reconnect, perhaps, but not reordered.
@@ -43,8 +44,9 @@
 //     the frame reader that calls Handle, or the link's hello and the call
 //     of Link;
 //   - per destination host, a writer that dials, reconnects and writes
-//     batches (net.Buffers: one writev for everything queued), from the
-//     first Send until Forget or Close;
+//     batches (everything queued goes out in one vectored write through
+//     net.Buffers, so many small frames share a syscall), from the first
+//     Send until Forget or Close;
 //   - per outbound control connection, a watcher blocked in Read, which
 //     returns only when the connection ends (the acceptor sends nothing
 //     after the handshake), so the writer learns of it before writing;
