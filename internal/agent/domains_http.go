@@ -19,10 +19,11 @@ type Forwarder func(host string) (url string, ok bool)
 
 // DomainHandler serves the domain endpoints of the API for m:
 //
-//	POST   /v1/domains        api.DomainSpec -> api.Domain (201)
-//	GET    /v1/domains        -> []api.Domain, cluster-wide
-//	GET    /v1/domains/{dom}  -> api.Domain (by id or name)
-//	DELETE /v1/domains/{dom}  -> 204 once the domain is gone
+//	POST   /v1/domains              api.DomainSpec -> api.Domain (201)
+//	GET    /v1/domains              -> []api.Domain, cluster-wide
+//	GET    /v1/domains/{dom}        -> api.Domain (by id or name)
+//	GET    /v1/domains/{dom}/output -> api.DomainOutput, from its host
+//	DELETE /v1/domains/{dom}        -> 204 once the domain is gone
 //
 // A create placed on another host, or a destroy of a domain living on
 // one, is forwarded to that host's agent through fwd (nil: refused).
@@ -72,6 +73,34 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 			return
 		}
 		api.WriteJSON(w, http.StatusOK, ToAPI(d))
+	})
+	mux.HandleFunc("GET /v1/domains/{dom}/output", func(w http.ResponseWriter, r *http.Request) {
+		ref := r.PathValue("dom")
+		if o, ok := m.Output(ref); ok {
+			api.WriteJSON(w, http.StatusOK, outputToAPI(o))
+			return
+		}
+		// Kept by the domain's host: the one the table says, or for a
+		// domain that has left the table, the one the caller says.
+		host := r.URL.Query().Get("host")
+		if d, ok := m.Lookup(ref); ok {
+			host = d.Host
+		}
+		if host == "" || host == m.Host() {
+			api.WriteError(w, http.StatusNotFound, "no output kept for domain "+ref+" (it ended too long ago, or never ran here)")
+			return
+		}
+		c, err := forwardClient(fwd, host)
+		if err != nil {
+			api.WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		o, err := c.DomainOutput(r.Context(), ref, host)
+		if err != nil {
+			api.WriteError(w, http.StatusBadGateway, err.Error())
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, o)
 	})
 	mux.HandleFunc("DELETE /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {
 		ref := r.PathValue("dom")
@@ -123,6 +152,14 @@ func statusOf(err error) int {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
+}
+
+func outputToAPI(o domain.Output) api.DomainOutput {
+	lines := o.Lines
+	if lines == nil {
+		lines = []string{}
+	}
+	return api.DomainOutput{ID: o.Dom.ID, Name: o.Dom.Name, Host: o.Dom.Host, Running: o.Running, Exit: o.Exit, Lines: lines}
 }
 
 // ToAPI converts a domain-table entry for the API.

@@ -106,6 +106,8 @@ type running struct {
 	spec   Spec
 	pid    int
 	exited chan struct{} // closed once it is fully released
+	out    *outputTail   // the tail of its output
+	outEOF chan struct{} // closed once its output pipe is drained
 
 	destroying bool // guarded by Manager.mu
 }
@@ -124,6 +126,7 @@ type Manager struct {
 	sessions map[int]uint32           // session (leader pid) -> domid
 	starting map[string]chan struct{} // by name: closed once launched or failed
 	restarts map[string][]time.Time
+	ended    []ended // the latest domains of this host that ended, oldest first
 	closed   bool
 
 	wg sync.WaitGroup // exit watchers
@@ -154,6 +157,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// Host is the name of this manager's host.
+func (m *Manager) Host() string { return m.cfg.Host }
 
 // List returns every domain of the cluster, from the directory.
 func (m *Manager) List() []directory.Domain { return m.cfg.Replica.Domains() }
@@ -341,10 +347,17 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 func (m *Manager) exited(r *running, st ExitStatus) {
 	defer m.wg.Done()
 	killSession(r.pid) // whatever it left behind in its session
+	// Its last lines may still be in the pipe. A process that left the
+	// session could hold the pipe open for ever: do not wait for that.
+	select {
+	case <-r.outEOF:
+	case <-time.After(time.Second):
+	}
 	m.mu.Lock()
 	st.Destroyed = r.destroying || m.closed
 	delete(m.sessions, r.pid)
 	delete(m.running, r.dom.ID)
+	m.recordEndLocked(r, st) // before @releaseDomain, which tells the world it ended
 	m.mu.Unlock()
 	m.hv.RemoveDomain(abi.DomID(r.dom.ID))
 	m.removeEntry(r.dom.ID)
