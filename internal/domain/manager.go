@@ -155,6 +155,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		restarts: map[string][]time.Time{},
 		hv:       cfg.Hypervisor,
 	}
+	if err := socketReachable(cfg.XenstoreSocket); err != nil {
+		m.log.Warn("domains cannot start on this host until the XenStore socket is reachable: shi create will refuse them", "err", err)
+	}
 	return m, nil
 }
 
@@ -218,6 +221,12 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	path, err := resolveCmd(cfg.Cmd, spec.Dir)
 	if err != nil {
 		return directory.Domain{}, err
+	}
+	// A domain that cannot reach XenStore fails in ways only the agent's
+	// log explains; refuse it here, saying why. Checked at each create:
+	// modes can change while the agent runs.
+	if err := socketReachable(m.cfg.XenstoreSocket); err != nil {
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
 	// A Destroy that finds the domain in the directory before its
 	// process is recorded waits for this.
