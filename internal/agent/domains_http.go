@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -35,28 +37,41 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 			api.WriteError(w, http.StatusBadRequest, "bad request: "+err.Error())
 			return
 		}
-		d, err := m.Create(r.Context(), domain.Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node})
-		var ee *domain.ElsewhereError
-		if errors.As(err, &ee) {
-			c, ferr := forwardClient(fwd, ee.Host)
-			if ferr != nil {
-				api.WriteError(w, http.StatusServiceUnavailable, ferr.Error())
+		// Placement trusts membership, which takes seconds to give up on
+		// a host that died. A host chosen without -node that does not
+		// take the forwarded request is passed over and the domain placed
+		// again; the request never reached it, so nothing is created twice.
+		var avoid []string
+		for {
+			d, err := m.Create(r.Context(), domain.Spec{Config: spec.Config, Dir: spec.Dir, Node: spec.Node, Avoid: avoid})
+			var ee *domain.ElsewhereError
+			if errors.As(err, &ee) {
+				fs := spec
+				fs.Node = ee.Host
+				var ad api.Domain
+				err = forward(fwd, ee.Host, func(c *api.Client) (err error) {
+					ad, err = c.CreateDomain(r.Context(), fs)
+					return err
+				})
+				var ue *unreachableError
+				if errors.As(err, &ue) && spec.Node == "" {
+					avoid = append(avoid, ee.Host)
+					continue
+				}
+				if err != nil {
+					api.WriteError(w, forwardStatus(err), err.Error())
+					return
+				}
+				api.WriteJSON(w, http.StatusCreated, ad)
 				return
 			}
-			spec.Node = ee.Host
-			ad, err := c.CreateDomain(r.Context(), spec)
 			if err != nil {
-				api.WriteError(w, http.StatusBadGateway, err.Error())
+				api.WriteError(w, statusOf(err), err.Error())
 				return
 			}
-			api.WriteJSON(w, http.StatusCreated, ad)
+			api.WriteJSON(w, http.StatusCreated, ToAPI(d))
 			return
 		}
-		if err != nil {
-			api.WriteError(w, statusOf(err), err.Error())
-			return
-		}
-		api.WriteJSON(w, http.StatusCreated, ToAPI(d))
 	})
 	mux.HandleFunc("GET /v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		ds := m.List()
@@ -90,14 +105,13 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 			api.WriteError(w, http.StatusNotFound, "no output kept for domain "+ref+" (it ended too long ago, or never ran here)")
 			return
 		}
-		c, err := forwardClient(fwd, host)
+		var o api.DomainOutput
+		err := forward(fwd, host, func(c *api.Client) (err error) {
+			o, err = c.DomainOutput(r.Context(), ref, host)
+			return err
+		})
 		if err != nil {
-			api.WriteError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
-		o, err := c.DomainOutput(r.Context(), ref, host)
-		if err != nil {
-			api.WriteError(w, http.StatusBadGateway, err.Error())
+			api.WriteError(w, forwardStatus(err), err.Error())
 			return
 		}
 		api.WriteJSON(w, http.StatusOK, o)
@@ -109,13 +123,9 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 		err := m.Destroy(ctx, ref)
 		var ee *domain.ElsewhereError
 		if errors.As(err, &ee) {
-			c, ferr := forwardClient(fwd, ee.Host)
-			if ferr != nil {
-				api.WriteError(w, http.StatusServiceUnavailable, ferr.Error())
-				return
-			}
-			if err := c.DestroyDomain(ctx, ref); err != nil {
-				api.WriteError(w, http.StatusBadGateway, err.Error())
+			err := forward(fwd, ee.Host, func(c *api.Client) error { return c.DestroyDomain(ctx, ref) })
+			if err != nil {
+				api.WriteError(w, forwardStatus(err), err.Error())
 				return
 			}
 			w.WriteHeader(http.StatusNoContent)
@@ -130,13 +140,55 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 	return mux
 }
 
-func forwardClient(fwd Forwarder, host string) (*api.Client, error) {
-	if fwd != nil {
-		if u, ok := fwd(host); ok {
-			return api.NewClient(u), nil
-		}
+// unreachableError means a request for another host did not reach it:
+// membership does not see the host alive, or its agent did not take the
+// connection. Nothing was sent, so the request may go elsewhere.
+type unreachableError struct {
+	host string
+	why  string
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("host %q is unreachable: %s", e.host, e.why)
+}
+
+// forwardHTTP is the client for requests forwarded to other hosts: a
+// host that does not take the connection within a few seconds counts as
+// unreachable.
+var forwardHTTP = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 4},
+}
+
+// forward runs call against the agent of host. It fails with
+// *unreachableError if the request could not be delivered; otherwise with
+// the other agent's own error, whose message is passed on as it is.
+func forward(fwd Forwarder, host string, call func(*api.Client) error) error {
+	if fwd == nil {
+		return &unreachableError{host, "this agent does not forward requests to other hosts"}
 	}
-	return nil, errors.New("host " + host + " cannot be reached to forward the request")
+	u, ok := fwd(host)
+	if !ok {
+		return &unreachableError{host, "membership does not see it alive"}
+	}
+	c := api.NewClient(u)
+	c.HTTP = forwardHTTP
+	err := call(c)
+	var na *api.NoAgentError
+	if errors.As(err, &na) {
+		// Not the caller's own agent: no hint to start one.
+		return &unreachableError{host, fmt.Sprintf("its agent at %s does not answer (%v)", na.URL, na.Err)}
+	}
+	return err
+}
+
+// forwardStatus is the HTTP status for an error of forward.
+func forwardStatus(err error) int {
+	var ue *unreachableError
+	if errors.As(err, &ue) {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
 }
 
 func statusOf(err error) int {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -62,6 +63,9 @@ type Spec struct {
 	Config string // xl-style config text
 	Dir    string // relative cmd paths are taken from here
 	Node   string // host to run on; "" lets placement choose
+	// Avoid lists hosts placement must pass over: their agents did not
+	// take this request when it was forwarded to them.
+	Avoid []string
 }
 
 // ElsewhereError means the domain is (to be) on another host: the caller
@@ -180,8 +184,9 @@ func (m *Manager) Lookup(ref string) (directory.Domain, bool) {
 	return directory.Domain{}, false
 }
 
-// hosts gathers placement's view of the cluster.
-func (m *Manager) hosts() []Host {
+// hosts gathers placement's view of the cluster, marking the hosts to
+// avoid unreachable.
+func (m *Manager) hosts(avoid []string) []Host {
 	var hs []Host
 	if m.cfg.Hosts != nil {
 		hs = m.cfg.Hosts()
@@ -196,6 +201,7 @@ func (m *Manager) hosts() []Host {
 	}
 	for i := range hs {
 		hs[i].Reserved = reserved[hs[i].Name]
+		hs[i].Unreachable = slices.Contains(avoid, hs[i].Name)
 	}
 	return hs
 }
@@ -207,7 +213,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (directory.Domain, erro
 	if err != nil {
 		return directory.Domain{}, err
 	}
-	host, err := Place(m.hosts(), cfg.MemoryMiB, spec.Node)
+	host, err := Place(m.hosts(spec.Avoid), cfg.MemoryMiB, spec.Node)
 	if err != nil {
 		return directory.Domain{}, err
 	}
