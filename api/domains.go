@@ -24,7 +24,7 @@ type Domain struct {
 	ID        uint32          `json:"id"`
 	Name      string          `json:"name"`
 	Host      string          `json:"host"`
-	State     string          `json:"state"` // running, dead
+	State     string          `json:"state"` // running, crashed (dead: from older agents)
 	MemoryMiB uint64          `json:"memory_mib"`
 	UUID      string          `json:"uuid,omitempty"`
 	Created   time.Time       `json:"created"`

@@ -2,10 +2,12 @@ package clustertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,3 +121,91 @@ func TestCreateWhileLeaderDies(t *testing.T) {
 }
 
 func apiSpec(config, node string) api.DomainSpec { return api.DomainSpec{Config: config, Node: node} }
+
+// TestRestartAllAgents: every agent of the cluster is SIGKILLed, and
+// restarted on its data dir; the domains of h2 died with its agent. Once
+// h2's agent is back it reconciles: each of its domains crashed,
+// @releaseDomain fires on every host and their XenStore homes go; the one
+// with on_crash = "destroy" is removed (its name can be used again), the
+// one with on_crash = "restart" runs again on h2 under a new domid.
+func TestRestartAllAgents(t *testing.T) {
+	c := Start(t, Options{Hosts: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c.Leader(ctx)
+	h0, h2 := c.Host(0), c.Host(2)
+	cl := patientAPI(h0)
+	crashy, err := cl.CreateDomain(ctx, apiSpec(sleeperConfig("crashy", 4), h2.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoenix, err := cl.CreateDomain(ctx, apiSpec(sleeperConfig("phoenix", 4, `on_crash = "restart"`), h2.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Until every host has applied both, a restart might not know them.
+	for _, h := range c.Hosts() {
+		eventually(t, 10*time.Second, h.Name+" listing both", func() error {
+			ds, err := h.API.ListDomains(ctx)
+			if err == nil && len(ds) != 2 {
+				err = fmt.Errorf("%d domains", len(ds))
+			}
+			return err
+		})
+	}
+	for _, h := range c.Hosts() {
+		h.Kill()
+	}
+	c.Host(0).Start()
+	c.Host(1).Start()
+	if _, err := c.WaitConverged(ctx, []int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	x := h0.XS()
+	w, err := x.Watch("@releaseDomain", "rel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-w.Events() // fires once when set
+	h2.Start()
+	c.Leader(ctx)
+	start := time.Now()
+
+	var again api.Domain
+	eventually(t, 30*time.Second, "crashy gone and phoenix running again on "+h2.Name, func() error {
+		ds, err := h0.API.ListDomains(ctx)
+		if err != nil {
+			return err
+		}
+		var state []string
+		ok := 0
+		for _, d := range ds {
+			state = append(state, fmt.Sprintf("%s/%d on %s: %s", d.Name, d.ID, d.Host, d.State))
+			if d.Name == "phoenix" && d.ID != phoenix.ID && d.Host == h2.Name && d.State == "running" {
+				again = d
+				ok++
+			}
+		}
+		if ok != 1 || len(ds) != 1 {
+			return fmt.Errorf("domains: %v", state)
+		}
+		return nil
+	})
+	t.Logf("%s reconciled %v after its restart: phoenix is dom%d, was dom%d", h2.Name, time.Since(start).Round(time.Millisecond), again.ID, phoenix.ID)
+	select {
+	case <-w.Events():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no @releaseDomain on h0")
+	}
+	for _, id := range []uint32{crashy.ID, phoenix.ID} {
+		if _, err := x.Read(fmt.Sprintf("/local/domain/%d", id)); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("home of dom%d after the restart: %v", id, err)
+		}
+	}
+	if again.UUID != phoenix.UUID {
+		t.Errorf("phoenix restarted with uuid %s, was %s", again.UUID, phoenix.UUID)
+	}
+	if _, err := cl.CreateDomain(ctx, apiSpec(sleeperConfig("crashy", 4), "")); err != nil {
+		t.Errorf("crashy's name after it crashed: %v", err)
+	}
+}
