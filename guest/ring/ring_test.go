@@ -21,10 +21,10 @@ import (
 // pair connects two in-process domains, 1 and 2, to one hypervisor.
 func pair(t *testing.T) (a, b *ghv.Conn) {
 	t.Helper()
-	h := hv.New(hv.Config{})
+	h := hypervisor.New(hypervisor.Config{})
 	t.Cleanup(h.Close)
 	conn := func(id abi.DomID) *ghv.Conn {
-		f, err := h.AddDomain(id, hv.DomainConfig{})
+		f, err := h.AddDomain(id, hypervisor.DomainConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
