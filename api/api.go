@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -61,8 +62,29 @@ func NewClient(url string) *Client {
 	return &Client{URL: strings.TrimRight(url, "/"), HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
-// ErrNoAgent means nothing answered at the client's URL.
+// ErrNoAgent means nothing answered at the client's URL: the request was
+// not delivered (errors.As gives the *NoAgentError).
 var ErrNoAgent = errors.New("no shi agent answers")
+
+// NoAgentError is ErrNoAgent for one URL: the connection could not be
+// made, so the request was never sent and may go elsewhere.
+type NoAgentError struct {
+	URL string
+	Err error // why the connection failed
+}
+
+func (e *NoAgentError) Error() string {
+	return fmt.Sprintf("%v at %s (start one with 'shi agent -dev', or set %s): %v", ErrNoAgent, e.URL, EnvAgent, e.Err)
+}
+
+// Is makes errors.Is(err, ErrNoAgent) true.
+func (e *NoAgentError) Is(target error) bool { return target == ErrNoAgent }
+
+func (e *NoAgentError) Unwrap() error { return e.Err }
+
+// ErrNoReply means the agent took the request but no reply came (the
+// connection broke, or the client's timeout passed): it may have acted.
+var ErrNoReply = errors.New("no reply from the agent")
 
 // Self asks the agent to describe itself.
 func (c *Client) Self(ctx context.Context) (Self, error) {
@@ -89,7 +111,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w at %s (start one with 'shi agent -dev', or set %s): %v", ErrNoAgent, c.URL, EnvAgent, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return &NoAgentError{URL: c.URL, Err: op}
+		}
+		return fmt.Errorf("%w at %s: %v", ErrNoReply, c.URL, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -24,7 +24,7 @@ type Domain struct {
 	ID        uint32          `json:"id"`
 	Name      string          `json:"name"`
 	Host      string          `json:"host"`
-	State     string          `json:"state"` // running, dead
+	State     string          `json:"state"` // running, crashed (dead: from older agents)
 	MemoryMiB uint64          `json:"memory_mib"`
 	UUID      string          `json:"uuid,omitempty"`
 	Created   time.Time       `json:"created"`
@@ -37,6 +37,31 @@ func (d Domain) Uptime(now time.Time) time.Duration {
 		return 0
 	}
 	return now.Sub(d.Created)
+}
+
+// DomainOutput is the tail of a domain's stdout and stderr, which the
+// agent of its host keeps while it runs and for a while after it ended.
+type DomainOutput struct {
+	ID      uint32   `json:"id"`
+	Name    string   `json:"name"`
+	Host    string   `json:"host"`
+	Running bool     `json:"running"`
+	Exit    string   `json:"exit,omitempty"` // how it ended: "exit code 1", "killed by SIGKILL", "destroyed"
+	Lines   []string `json:"lines"`          // its last lines, oldest first
+}
+
+// DomainOutput returns the last output of a domain by id or name (GET
+// /v1/domains/{dom}/output). Any agent answers for a domain in the
+// domain table; one that has left it is known only to its host, which
+// host names ("" if unknown).
+func (c *Client) DomainOutput(ctx context.Context, dom, host string) (DomainOutput, error) {
+	var o DomainOutput
+	p := "/v1/domains/" + url.PathEscape(dom) + "/output"
+	if host != "" {
+		p += "?host=" + url.QueryEscape(host)
+	}
+	err := c.do(ctx, http.MethodGet, p, nil, &o)
+	return o, err
 }
 
 // CreateDomain starts a domain (POST /v1/domains). Any agent accepts it

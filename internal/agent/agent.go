@@ -3,7 +3,8 @@
 // API. Only cmd/shi and test harnesses import it.
 //
 // Goroutines (see docs/agent.md): the XenStore accept loop and, per
-// connection, a reader and a writer; the HTTP server; in a cluster, the
+// connection, a reader and a writer; the HTTP server; the domain reconcile
+// loop (domain.Manager.Reconcile); in a cluster, the
 // bootstrap loop, the leader loop (voters, dead hosts) and the membership
 // event and metadata loops, besides memberlist's and Raft's own.
 package agent
@@ -153,14 +154,17 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 		return err
 	}
 	defer a.domains.Close() // kills this host's domains; runs before the cluster stops
-	if err := a.domains.Reconcile(ctx); err != nil {
-		log.Warn("domains of an earlier agent could not be marked dead", "err", err)
-	}
 	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota, Identify: a.domains.Identify})
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		// Domains the directory says run here but died with an earlier
+		// agent are crashed; their on_crash is followed.
+		a.domains.Reconcile(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		errc <- a.xs.Serve(ctx, xsl)

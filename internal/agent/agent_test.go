@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,12 +251,28 @@ func waitLeader(t *testing.T, url string) {
 	t.Fatal("no leader within 30s")
 }
 
+// openDir returns a new directory that every user may pass through, as
+// the XenStore socket's must be for domains under uids of their own
+// (t.TempDir's are private).
+func openDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shi-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestDevAgentDomains creates, lists and destroys a domain through the
 // agent's API, and a watcher on its XenStore socket sees @releaseDomain.
 func TestDevAgentDomains(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Dev, cfg.Name, cfg.APIAddr = true, "dev", "127.0.0.1:0"
-	cfg.XenstoreSocket = filepath.Join(t.TempDir(), "xs.sock")
+	cfg.XenstoreSocket = filepath.Join(openDir(t), "xs.sock")
 	info, _ := started(t, cfg)
 	ctx := context.Background()
 	c := api.NewClient(info.APIURL)
@@ -294,5 +311,37 @@ func TestDevAgentDomains(t *testing.T) {
 	}
 	if err := c.DestroyDomain(ctx, "sleeper"); err == nil {
 		t.Fatal("destroying a gone domain succeeded")
+	}
+}
+
+// TestUnreachableSocket: when the agent is root, domains run under uids
+// of their own; with its XenStore socket in a private directory (mktemp
+// -d) they could not connect, so the agent serves XenStore but refuses
+// to create domains, naming the directory.
+func TestUnreachableSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("domains run as the agent's own user unless it is root")
+	}
+	dir := filepath.Join(openDir(t), "private")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Dev, cfg.Name, cfg.APIAddr = true, "dev", "127.0.0.1:0"
+	cfg.XenstoreSocket = filepath.Join(dir, "xs.sock")
+	info, _ := started(t, cfg)
+	x := dialXS(t, info.XenstoreSocket)
+	if m := x.do(abi.XS_READ, "/local/domain/0/name\x00"); string(m.Payload) != "Domain-0" {
+		t.Fatalf("XenStore for domain 0: %v", m)
+	}
+	_, err := api.NewClient(info.APIURL).CreateDomain(context.Background(), api.DomainSpec{Config: "name = \"lost\"\nmemory = 4\ncmd = \"/bin/sleep\"\nargs = [\"60\"]\n"})
+	if err == nil {
+		t.Fatal("created a domain that cannot reach the XenStore socket")
+	}
+	t.Log(err)
+	for _, want := range []string{"cannot reach the XenStore socket", "directory " + dir + " has mode 0700", "-xenstore-socket"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q", want)
+		}
 	}
 }

@@ -187,7 +187,7 @@ func containsServer(s []directory.Server, id string) bool {
 
 // leaderLoop runs on every host and acts while this host leads: it writes
 // the cluster's first keys, keeps the voter set right, and marks the
-// domains of dead hosts dead.
+// domains of dead hosts crashed.
 func (a *agent) leaderLoop(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -242,8 +242,9 @@ func (a *agent) applyChange(ch directory.Change) {
 	}
 }
 
-// markDeadHosts marks the domains of failed hosts dead (@releaseDomain
-// fires everywhere).
+// markDeadHosts hands the hosts membership sees failed that have domains
+// in the table to the domain manager, which marks their domains crashed
+// (@releaseDomain fires everywhere) and follows their on_crash.
 func (a *agent) markDeadHosts(ctx context.Context, hosts []directory.Host) {
 	dead := map[string]bool{}
 	for _, h := range hosts {
@@ -253,17 +254,15 @@ func (a *agent) markDeadHosts(ctx context.Context, hosts []directory.Host) {
 	}
 	done := map[string]bool{}
 	for _, d := range a.replica.Domains() {
-		if !dead[d.Host] || d.State == directory.StateDead || done[d.Host] {
+		if !dead[d.Host] || done[d.Host] {
 			continue
 		}
 		done[d.Host] = true
-		a.log.Warn("host is down; marking its domains dead", "host", d.Host)
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, _, err := a.commit.Commit(cctx, directory.DomainEntry(directory.DomainCmd{
-			Op: directory.DomHostDown, Domain: directory.Domain{Host: d.Host, Updated: time.Now().UnixNano()}}))
+		err := a.domains.HostDown(cctx, d.Host)
 		cancel()
 		if err != nil {
-			a.log.Warn("marking domains dead", "host", d.Host, "err", err)
+			a.log.Warn("handling the domains of a dead host", "host", d.Host, "err", err)
 		}
 	}
 }

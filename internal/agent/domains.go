@@ -25,7 +25,7 @@ var _ evtchn.Locator = locator{}
 // Locate implements evtchn.Locator.Locate.
 func (l locator) Locate(dom abi.DomID) (evtchn.Host, bool) {
 	d, ok := l.r.Domain(uint32(dom))
-	if !ok || d.State == directory.StateDead {
+	if !ok || !d.Running() {
 		return "", false
 	}
 	if d.Host == l.self {

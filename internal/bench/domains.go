@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -96,48 +97,94 @@ func (p *benchPair) start(ctx context.Context, kind, firstRole, secondRole strin
 	return p.xs.Write(fmt.Sprintf("/local/domain/%d/data/peer", a.ID), []byte(strconv.Itoa(int(b.ID))))
 }
 
-// result waits for key in the home of domain i and returns it.
-func (p *benchPair) result(i int, key string, timeout time.Duration) (string, error) {
+// result waits for key in the home of domain i and returns it. If a
+// domain of the pair ends first, it fails at once with how that domain
+// ended and its last output: a domain that dies at start is reported,
+// not waited for. (Its XenStore home is no sign of life: writing a key
+// there as domain 0 creates it again.)
+func (p *benchPair) result(ctx context.Context, i int, key string, timeout time.Duration) (string, error) {
 	path := fmt.Sprintf("/local/domain/%d/data/%s", p.doms[i].ID, key)
 	w, err := p.xs.Watch(path, "bench")
 	if err != nil {
 		return "", err
 	}
 	defer p.xs.Unwatch(w)
-	rel, err := p.xs.Watch("@releaseDomain", "bench-rel") // a failed domain goes
+	// Fires when any domain is released, and once when set: a domain may
+	// have ended before.
+	rel, err := p.xs.Watch("@releaseDomain", "bench-rel")
 	if err != nil {
 		return "", err
 	}
 	defer p.xs.Unwatch(rel)
-	deadline := time.After(timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	for {
 		if v, err := p.xs.Read(path); err == nil {
 			return string(v), nil
 		}
-		// A domain may have failed: then its home is gone.
-		for _, d := range p.doms {
-			if _, err := p.xs.Read(fmt.Sprintf("/local/domain/%d", d.ID)); err != nil {
-				return "", fmt.Errorf("domain %s ended before the result came", d.Name)
-			}
-		}
 		select {
 		case <-w.Events():
 		case <-rel.Events():
-		case <-deadline:
+			if err := p.alive(ctx); err != nil {
+				return "", err
+			}
+		case <-deadline.C:
 			return "", fmt.Errorf("no result from %s within %v", p.doms[i].Name, timeout)
+		case <-ctx.Done():
+			return "", ctx.Err()
 		}
 	}
 }
 
+// alive checks in the domain table that both domains of the pair still
+// run, and if one does not, says how it ended, with its last output.
+func (p *benchPair) alive(ctx context.Context) error {
+	ds, err := p.client.ListDomains(ctx)
+	if err != nil {
+		return err
+	}
+	running := map[uint32]bool{}
+	for _, d := range ds {
+		if d.State == "running" {
+			running[d.ID] = true
+		}
+	}
+	for _, d := range p.doms {
+		if !running[d.ID] {
+			return p.ended(ctx, d)
+		}
+	}
+	return nil
+}
+
+// ended is the error for a domain of the pair that is no longer running.
+func (p *benchPair) ended(ctx context.Context, d api.Domain) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "domain %s (id %d on %s) ended before its result came", d.Name, d.ID, d.Host)
+	o, err := p.client.DomainOutput(ctx, strconv.Itoa(int(d.ID)), d.Host)
+	switch {
+	case err != nil:
+		fmt.Fprintf(&b, "; its output is not known: %v", err)
+	case len(o.Lines) == 0:
+		fmt.Fprintf(&b, " (%s); it wrote nothing", o.Exit)
+	default:
+		fmt.Fprintf(&b, " (%s); its last output:", o.Exit)
+		for _, l := range o.Lines {
+			b.WriteString("\n    " + l)
+		}
+	}
+	return errors.New(b.String())
+}
+
 // run starts run i in every domain of the pair and returns the nanosecond
 // figure that domain i published for it.
-func (p *benchPair) run(i, run int) (time.Duration, error) {
+func (p *benchPair) run(ctx context.Context, i, run int) (time.Duration, error) {
 	for _, d := range p.doms {
 		if err := p.xs.Write(fmt.Sprintf("/local/domain/%d/data/go", d.ID), []byte(strconv.Itoa(run))); err != nil {
 			return 0, err
 		}
 	}
-	v, err := p.result(i, "result/"+strconv.Itoa(run), 5*time.Minute)
+	v, err := p.result(ctx, i, "result/"+strconv.Itoa(run), 5*time.Minute)
 	if err != nil {
 		return 0, err
 	}

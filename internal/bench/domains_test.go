@@ -3,9 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"shi/internal/domain/domaintest"
 )
@@ -59,5 +61,33 @@ func TestRingBench(t *testing.T) {
 	t.Log("\n" + out.String())
 	if !strings.HasPrefix(lastLine(out.String()), "ring throughput / unix socket throughput = ") {
 		t.Fatalf("last line %q", lastLine(out.String()))
+	}
+}
+
+// TestDomainDiesAtStart: a benchmark whose domains die at start fails at
+// once, saying how a domain ended and showing its last output, instead of
+// waiting minutes for a result.
+func TestDomainDiesAtStart(t *testing.T) {
+	e := domaintest.Start(t)
+	cfg := DomainsConfig{API: e.APIURL, Xenstore: e.XenstoreSocket,
+		Exe: []string{"/bin/sh", "-c", "echo starting up; echo 'benchdomain: no event channel here' >&2; exit 3", "sh"}}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- RunEvtchn(context.Background(), EvtchnConfig{DomainsConfig: cfg, Rounds: 10, Runs: 1}, io.Discard)
+	}()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the benchmark still waits 30 s after its domains died")
+	}
+	if err == nil {
+		t.Fatal("the benchmark succeeded with dead domains")
+	}
+	t.Log(err)
+	for _, want := range []string{"ended before its result came", "exit code 3", "starting up", "benchdomain: no event channel here"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q", want)
+		}
 	}
 }

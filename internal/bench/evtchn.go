@@ -44,7 +44,7 @@ func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 			return fmt.Errorf("eventfd ping-pong: %w", err)
 		}
 		raw = append(raw, r.PerOp())
-		d, err := p.run(1, i)
+		d, err := p.run(ctx, 1, i)
 		if err != nil {
 			return err
 		}

@@ -66,13 +66,13 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 			return fmt.Errorf("unix socket: %w", err)
 		}
 		sock = append(sock, r.BytesPerSecond())
-		d, err := p.run(0, i)
+		d, err := p.run(ctx, 0, i)
 		if err != nil {
 			return err
 		}
 		ring = append(ring, float64(cfg.Bytes)/d.Seconds())
 	}
-	v, err := p.result(0, "map", 5*time.Minute)
+	v, err := p.result(ctx, 0, "map", 5*time.Minute)
 	if err != nil {
 		return err
 	}

@@ -100,6 +100,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Domains, under uids of their own, must reach the sockets.
+	if err := os.Chmod(sockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts})
 	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}

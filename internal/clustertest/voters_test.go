@@ -11,7 +11,7 @@ import (
 // TestVoterReplacement: on 4 hosts with 3 voters, a voter killed and dead
 // longer than -voter-grace is removed and the live non-voter promoted, so
 // the cluster has 3 voters again and keeps committing; the domains of the
-// dead host are marked dead on every host.
+// dead host crash (and go, on_crash being "destroy") on every host.
 func TestVoterReplacement(t *testing.T) {
 	const grace = 3 * time.Second
 	c := Start(t, Options{Hosts: 4, BootstrapExpect: 3, Args: []string{"-voter-grace", grace.String()}})
@@ -95,12 +95,12 @@ func TestVoterReplacement(t *testing.T) {
 			}
 			for _, x := range ds {
 				if x.ID == d.ID {
-					return x.State == "dead"
+					return false // crashed, it goes: on_crash = "destroy"
 				}
 			}
-			return false
+			return true
 		}); err != nil {
-			t.Fatalf("%s never saw %s's domain dead", h.Name, v.Name)
+			t.Fatalf("%s never saw %s's domain crash and go", h.Name, v.Name)
 		}
 	}
 	x := c.Host(l).XS()

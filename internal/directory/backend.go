@@ -62,6 +62,22 @@ func (b *Backend) Close(id xenstore.ConnID) { b.R.close(id) }
 // clients of a host read what it acknowledged without every write waiting
 // for the local copy.
 func (b *Backend) Handle(ctx context.Context, id xenstore.ConnID, m wire.Msg) error {
+	if !b.R.CaughtUp() {
+		// A restarted agent must not answer from an older tree than it
+		// served before (a read of an acknowledged node would say ENOENT).
+		// It applies its own log again at start; if that is not enough,
+		// the rest comes from the leader. Wait a while, then EAGAIN.
+		wctx, cancel := context.WithTimeout(ctx, b.Commit)
+		err := b.R.WaitCaughtUp(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.R.push(id, wire.ErrorReply(m, syscall.EAGAIN))
+			return nil
+		}
+	}
 	if isRead(m) {
 		b.catchUp(ctx)
 		if b.ReadIndex != nil {

@@ -21,6 +21,12 @@
 // (5 s by default), an entry whose fate is unknown gets EIO, and reads go
 // on from the local replica (with -consistent-reads they fail with EAGAIN).
 //
+// Restarts: raft keeps no commit index on disk, so each host keeps its own
+// applied mark (mark.go), raised before a batch is applied. A restarted
+// node applies its own log again up to the mark before NewNode returns
+// (no quorum needed), and the backend answers nothing until the replica
+// has reached it (Replica.CaughtUp): a client never sees the tree go back.
+//
 // Voters (voters.go, pure): the first -bootstrap-expect hosts bootstrap the
 // cluster; later hosts join as non-voters; the leader removes a voter that
 // membership has seen dead longer than the grace period and promotes a

@@ -23,24 +23,42 @@ type Domain struct {
 	Updated   int64           `json:"updated"`
 }
 
-// Domain states.
+// Domain states. A domain leaves the table when it is destroyed or shuts
+// down; until then it is running, or it is crashed: its processes ended
+// without a destroy (killed, out of memory, a failing exit, its host died
+// or its agent restarted). A crashed domain is released at once
+// (@releaseDomain fires, its XenStore home goes), its name is free for a
+// new domain, and it stays listed until its on_crash is followed (the
+// domain package: "destroy" removes it, "restart" starts it again on its
+// host under a new domid).
 const (
 	StateRunning = "running"
-	StateDead    = "dead" // its host died or the process exited; awaiting destroy or restart
+	StateCrashed = "crashed"
+	// StateDead is what agents before StateCrashed wrote for both a
+	// crash and a dead host. Never written now; read as not running.
+	StateDead = "dead"
 )
+
+// Running reports whether the domain's processes run (or are starting),
+// as opposed to crashed or dead.
+func (d Domain) Running() bool { return d.State == StateRunning }
 
 // Domain table operations.
 const (
 	DomCreate   = "create"    // Domain (ID ignored): allocate a domid, introduce it
-	DomSetState = "set-state" // Domain.ID, Domain.State
-	DomRemove   = "remove"    // Domain.ID: forget it, release it, remove its XenStore home
-	DomHostDown = "host-down" // Domain.Host: mark its domains dead, release them
+	DomSetState = "set-state" // Domain.ID, Domain.State; to crashed: release it, remove its home
+	DomRemove   = "remove"    // Domain.ID: forget it, release it (if running), remove its XenStore home
+	DomHostDown = "host-down" // Domain.Host, Domain.State: mark its running domains so, release them
 )
 
 // DomainCmd is a domain-table command of the log.
 type DomainCmd struct {
 	Op     string `json:"op"`
 	Domain Domain `json:"domain"`
+	// Reuse lets DomCreate take the name of a domain that no longer
+	// runs (crashed or dead), whose entry then goes. A flag rather than
+	// a new rule, so that entries logged before it apply as they did.
+	Reuse bool `json:"reuse,omitempty"`
 }
 
 // Domids go from 1 up to DOMID_FIRST_RESERVED-1; 0 is the toolstack.

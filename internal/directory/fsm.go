@@ -148,6 +148,22 @@ func (f *FSM) xsAsDom0(r *Response, c xenstore.Command) {
 	r.Xs.Events = append(r.Xs.Events, res.Events...)
 }
 
+// crash releases a domain that crashed: its home goes and
+// @releaseDomain fires, as for a destroyed one; its entry stays.
+func (f *FSM) crash(r *Response, id uint32) {
+	f.xsAsDom0(r, xenstore.Command{Op: xenstore.OpRm, Path: homeOf(id)})
+	f.xsAsDom0(r, xenstore.Command{Op: xenstore.OpRelease, Target: id})
+}
+
+// removeKeys removes the XenStore keys of a domain that leaves the table:
+// its home and its /vm entry.
+func (f *FSM) removeKeys(r *Response, d *Domain) {
+	f.xsAsDom0(r, xenstore.Command{Op: xenstore.OpRm, Path: homeOf(d.ID)})
+	if d.UUID != "" {
+		f.xsAsDom0(r, xenstore.Command{Op: xenstore.OpRm, Path: "/vm/" + d.UUID})
+	}
+}
+
 func (f *FSM) applyDomain(c DomainCmd) Response {
 	var r Response
 	fail := func(err error) Response { r.Err = err.Error(); return r }
@@ -157,13 +173,21 @@ func (f *FSM) applyDomain(c DomainCmd) Response {
 		if !validName(d.Name) || d.Host == "" {
 			return fail(ErrBadDomain)
 		}
-		if f.doms.byName(d.Name) != nil {
+		old := f.doms.byName(d.Name)
+		if old != nil && (!c.Reuse || old.Running()) {
 			return fail(ErrNameInUse)
 		}
 		t := f.doms.clone()
 		id, ok := t.allocate()
 		if !ok {
 			return fail(ErrNoDomids)
+		}
+		if old != nil {
+			// The name passes to the new domain; the old one, released
+			// when it crashed, goes (a restart keeps its uuid, whose keys
+			// the toolstack writes again).
+			delete(t.byID, old.ID)
+			f.removeKeys(&r, old)
 		}
 		nd := d
 		nd.ID, nd.Updated = id, d.Created
@@ -187,7 +211,10 @@ func (f *FSM) applyDomain(c DomainCmd) Response {
 		t := f.doms.clone()
 		t.byID[d.ID] = &nd
 		f.doms = t
-		if d.State == StateDead && old.State != StateDead {
+		switch {
+		case d.State == StateCrashed && old.Running():
+			f.crash(&r, d.ID)
+		case d.State == StateDead && old.State != StateDead:
 			f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRelease, Target: d.ID})
 		}
 		r.Domain = &nd
@@ -199,27 +226,36 @@ func (f *FSM) applyDomain(c DomainCmd) Response {
 		t := f.doms.clone()
 		delete(t.byID, d.ID)
 		f.doms = t
-		f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRm, Path: homeOf(d.ID)})
-		if old.UUID != "" {
-			f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRm, Path: "/vm/" + old.UUID})
-		}
-		if old.State != StateDead {
+		f.removeKeys(&r, old)
+		if old.State != StateDead && old.State != StateCrashed { // released when it ended
 			f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRelease, Target: d.ID})
 		}
 		r.Domain = old
 	case DomHostDown:
+		// Entries logged before StateCrashed carry no state: dead.
+		state := d.State
+		if state == "" {
+			state = StateDead
+		}
+		if state != StateDead && state != StateCrashed {
+			return fail(ErrBadDomain)
+		}
 		var t *domainTable
 		for _, od := range f.doms.list() {
-			if od.Host != d.Host || od.State == StateDead {
+			if od.Host != d.Host || od.State == StateDead || od.State == StateCrashed {
 				continue
 			}
 			if t == nil {
 				t = f.doms.clone()
 			}
 			nd := od
-			nd.State, nd.Updated = StateDead, d.Updated
+			nd.State, nd.Updated = state, d.Updated
 			t.byID[od.ID] = &nd
-			f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRelease, Target: od.ID})
+			if state == StateCrashed {
+				f.crash(&r, od.ID)
+			} else {
+				f.xsAsDom0(&r, xenstore.Command{Op: xenstore.OpRelease, Target: od.ID})
+			}
 		}
 		if t != nil {
 			f.doms = t

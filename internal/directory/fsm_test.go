@@ -63,6 +63,82 @@ func TestDomainLifecycle(t *testing.T) {
 	}
 }
 
+// TestDomainCrash: a crashed domain is released at once (its home goes,
+// @releaseDomain fires) and stays listed; its name is free for a create
+// that asks for it (Reuse), which replaces the entry; removing it later
+// does not release it again. Entries logged before crashed existed apply
+// as they did.
+func TestDomainCrash(t *testing.T) {
+	f := NewFSM(xenstore.DefaultQuota())
+	var idx uint64
+	apply := func(c DomainCmd) Response {
+		idx++
+		return f.Apply(idx, DomainEntry(c))
+	}
+	home := func(id uint32) {
+		idx++
+		f.Apply(idx, XenstoreEntry(&xenstore.Command{Op: xenstore.OpWrite, Path: homeOf(id) + "/name", Value: []byte("x")}))
+	}
+	released := func(r Response) bool {
+		for _, e := range r.Xs.Events {
+			if e.Path == xenstore.ReleaseDomain {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		r := apply(DomainCmd{Op: DomCreate, Domain: Domain{Name: n, Host: "h1", Created: 1, UUID: "uuid-" + n}})
+		home(r.Domain.ID)
+	}
+	// A domain of this host crashed: set-state.
+	r := apply(DomainCmd{Op: DomSetState, Domain: Domain{ID: 1, State: StateCrashed}})
+	if d, ok := f.Domain(1); !ok || d.State != StateCrashed || d.Running() || !released(r) || f.State().Get("/local/domain/1") != nil {
+		t.Fatalf("crash: %+v %v %+v home %v", d, ok, r.Xs.Events, f.State().Get("/local/domain/1"))
+	}
+	if r := apply(DomainCmd{Op: DomSetState, Domain: Domain{ID: 1, State: StateCrashed}}); released(r) {
+		t.Fatal("crashed twice, released twice")
+	}
+	// Its name: taken only by a create that asks.
+	if r := apply(DomainCmd{Op: DomCreate, Domain: Domain{Name: "a", Host: "h1"}}); r.Err != ErrNameInUse.Error() {
+		t.Fatalf("create over a crashed name without Reuse: %+v", r)
+	}
+	r = apply(DomainCmd{Op: DomCreate, Domain: Domain{Name: "a", Host: "h1", UUID: "uuid-a"}, Reuse: true})
+	if r.Err != "" || r.Domain.ID != 5 || released(r) {
+		t.Fatalf("create over a crashed name: %+v", r)
+	}
+	if _, ok := f.Domain(1); ok || len(f.Domains()) != 4 {
+		t.Fatalf("the crashed entry stays: %+v", f.Domains())
+	}
+	if r := apply(DomainCmd{Op: DomCreate, Domain: Domain{Name: "b", Host: "h1"}, Reuse: true}); r.Err != ErrNameInUse.Error() {
+		t.Fatalf("create over a running name: %+v", r)
+	}
+	// Its host went down: host-down with the state.
+	r = apply(DomainCmd{Op: DomHostDown, Domain: Domain{Host: "h1", State: StateCrashed}})
+	for _, id := range []uint32{2, 3, 4, 5} {
+		if d, _ := f.Domain(id); d.State != StateCrashed || f.State().Introduced(id) {
+			t.Fatalf("host down: dom%d %+v", id, d)
+		}
+	}
+	if f.State().Get("/local/domain/2") != nil || len(r.Xs.Events) == 0 {
+		t.Fatalf("host down: home of dom2 left, events %+v", r.Xs.Events)
+	}
+	if r := apply(DomainCmd{Op: DomRemove, Domain: Domain{ID: 2}}); r.Err != "" || released(r) || f.State().Get("/vm/uuid-b") != nil {
+		t.Fatalf("remove a crashed domain: %+v", r)
+	}
+	// Before crashed: a host-down without a state marks dead, and a
+	// create does not take a dead domain's name.
+	g := NewFSM(xenstore.DefaultQuota())
+	g.Apply(1, DomainEntry(DomainCmd{Op: DomCreate, Domain: Domain{Name: "old", Host: "h9"}}))
+	g.Apply(2, DomainEntry(DomainCmd{Op: DomHostDown, Domain: Domain{Host: "h9"}}))
+	if d, _ := g.Domain(1); d.State != StateDead {
+		t.Fatalf("legacy host down: %+v", d)
+	}
+	if r := g.Apply(3, DomainEntry(DomainCmd{Op: DomCreate, Domain: Domain{Name: "old", Host: "h9"}})); r.Err != ErrNameInUse.Error() {
+		t.Fatalf("legacy create over a dead name: %+v", r)
+	}
+}
+
 func TestSnapshotRestore(t *testing.T) {
 	f := NewFSM(xenstore.DefaultQuota())
 	var idx uint64

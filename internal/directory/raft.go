@@ -91,6 +91,7 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
 	n := &Node{cfg: cfg, replica: replica, stop: make(chan struct{})}
+	fsm := &raftFSM{r: replica, log: cfg.Logger}
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
 	var (
@@ -110,6 +111,16 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 			return nil, fmt.Errorf("raft log store: %w", err)
 		}
 		n.close = append(n.close, bs.Close)
+		mark, floor, err := openAppliedMark(filepath.Join(cfg.DataDir, "applied"))
+		if err != nil {
+			n.shutdownStores()
+			return nil, fmt.Errorf("applied mark: %w", err)
+		}
+		n.close = append(n.close, mark.Close)
+		fsm.mark = mark
+		// Not caught up until everything applied before a restart is
+		// applied again; the XenStore backend waits for it.
+		replica.SetFloor(floor)
 		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger)
 		if err != nil {
 			n.shutdownStores()
@@ -128,13 +139,17 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		Timeout: 10 * time.Second,
 		Logger:  rc.Logger,
 	})
-	r, err := raft.NewRaft(rc, &raftFSM{replica}, logs, stable, snaps, n.trans)
+	r, err := raft.NewRaft(rc, fsm, logs, stable, snaps, n.trans)
 	if err != nil {
 		n.trans.Close()
 		n.shutdownStores()
 		return nil, err
 	}
 	n.r = r
+	// NewRaft restored the latest snapshot; the entries after it that
+	// this host had applied are committed, so apply them again from our
+	// own log now rather than when a leader next says so.
+	n.reapply(logs)
 	go n.watchLeadership(notify)
 	return n, nil
 }
@@ -331,10 +346,67 @@ func (n *Node) RemoveServer(id string) error {
 // Stats returns Raft's counters.
 func (n *Node) Stats() map[string]string { return n.r.Stats() }
 
-// raftFSM adapts a Replica to raft.FSM.
-type raftFSM struct{ r *Replica }
+// reapply applies, from this host's own log, the entries after the
+// restored snapshot up to the replica's floor (what it had applied before
+// the restart). Raft may apply the same entries meanwhile; the replica
+// applies each index once. If an entry is missing, the rest comes from the
+// leader, and until then the XenStore backend answers EAGAIN.
+func (n *Node) reapply(logs raft.LogStore) {
+	floor := n.replica.Floor()
+	for i := n.replica.Applied() + 1; i <= floor; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			if n.cfg.Logger != nil {
+				n.cfg.Logger.Warn("directory: cannot apply again an entry this host had applied; waiting for the leader", "index", i, "floor", floor, "err", err)
+			}
+			return
+		}
+		if l.Type == raft.LogCommand {
+			n.replica.ApplyEntry(l.Index, l.Data)
+		}
+	}
+}
 
-func (f *raftFSM) Apply(l *raft.Log) interface{} { return f.r.ApplyEntry(l.Index, l.Data) }
+// raftFSM adapts a Replica to raft.FSM (raft.BatchingFSM).
+type raftFSM struct {
+	r    *Replica
+	mark *appliedMark // nil: state in memory only
+	log  *slog.Logger
+}
+
+var _ raft.BatchingFSM = (*raftFSM)(nil)
+
+// Apply implements raft.FSM.Apply (unused: raft calls ApplyBatch).
+func (f *raftFSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch implements raft.BatchingFSM.ApplyBatch. The applied mark is
+// raised past the batch before any of it is applied, so that no client
+// ever sees a state a restart would go back behind.
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	var last uint64
+	for _, l := range logs {
+		if l.Type == raft.LogCommand {
+			last = l.Index
+		}
+	}
+	if last == 0 {
+		return out // configuration changes only: nothing for the replica
+	}
+	if f.mark != nil {
+		if err := f.mark.raise(last); err != nil && f.log != nil {
+			// The state is still right; only a restart could come back
+			// behind it.
+			f.log.Error("directory: cannot record the applied index on disk", "index", last, "err", err)
+		}
+	}
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			out[i] = f.r.ApplyEntry(l.Index, l.Data)
+		}
+	}
+	return out
+}
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) { return snapshotSink{f.r.Snapshot()}, nil }
 

@@ -22,6 +22,7 @@ type Replica struct {
 	out     map[xenstore.ConnID]*server.Outbox
 	next    xenstore.ConnID
 	applied chan struct{} // closed and replaced whenever an entry is applied
+	floor   uint64        // what must be applied before serving (SetFloor)
 }
 
 // NewReplica returns a replica over an empty FSM.
@@ -30,10 +31,16 @@ func NewReplica(q xenstore.Quota) *Replica {
 	return &Replica{fsm: f, eng: xenstore.NewEngine(f.State()), out: map[xenstore.ConnID]*server.Outbox{}, applied: make(chan struct{})}
 }
 
-// ApplyEntry applies a committed entry and delivers its watch events.
+// ApplyEntry applies a committed entry and delivers its watch events. An
+// entry at or below the applied index is skipped: a restarted agent
+// applies again from its own log what it had applied (Node.reapply), and
+// Raft may hand over the same entries.
 func (r *Replica) ApplyEntry(index uint64, data []byte) Response {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if index <= r.fsm.Applied() {
+		return Response{}
+	}
 	resp := r.fsm.Apply(index, data)
 	r.deliverLocked(r.eng.Applied(r.fsm.State(), resp.Xs))
 	close(r.applied)
@@ -91,6 +98,37 @@ func (r *Replica) WaitApplied(ctx context.Context, index uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// SetFloor sets the index this replica must have applied before it is
+// caught up: how far this host had applied before it restarted (from its
+// disk). Set once, before anything is served.
+func (r *Replica) SetFloor(index uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.floor = index
+}
+
+// Floor is the index set by SetFloor.
+func (r *Replica) Floor() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.floor
+}
+
+// CaughtUp reports whether the replica has applied at least what this
+// host had applied before it restarted: until then it may answer from an
+// older tree than its clients saw, and must not answer at all.
+func (r *Replica) CaughtUp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fsm.Applied() >= r.floor
+}
+
+// WaitCaughtUp blocks until the replica is caught up (CaughtUp) or ctx
+// ends.
+func (r *Replica) WaitCaughtUp(ctx context.Context) error {
+	return r.WaitApplied(ctx, r.Floor())
 }
 
 // State returns the current XenStore state.

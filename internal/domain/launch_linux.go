@@ -33,18 +33,17 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 	if fi, err := os.Stat(spec.Dir); spec.Dir != "" && err == nil && fi.IsDir() {
 		dir = spec.Dir
 	}
-	var out io.Writer
+	// Output goes to the tail the manager keeps and to the agent's log.
+	tail := &outputTail{}
+	var out io.Writer = tail
 	if m.cfg.Output != nil {
-		out = m.cfg.Output(d)
+		out = io.MultiWriter(tail, m.cfg.Output(d))
 	}
 	// Output goes through a pipe of ours rather than exec's, whose Wait
 	// would also wait for every process that inherited it.
-	var pr, pw *os.File
-	if out != nil {
-		var err error
-		if pr, pw, err = os.Pipe(); err != nil {
-			return err
-		}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
 	}
 	// When the agent is root, a domain runs under a uid of its own
 	// (DomainUID), so it can neither signal nor ptrace other processes nor
@@ -88,35 +87,27 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 			Cloneflags: syscall.CLONE_NEWNET,
 		},
 	}
-	if pw != nil {
-		cmd.Stdout, cmd.Stderr = pw, pw
-	}
+	cmd.Stdout, cmd.Stderr = pw, pw
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		if pr != nil {
-			pr.Close()
-			pw.Close()
-		}
+		pr.Close()
+		pw.Close()
 		return ErrClosed
 	}
-	err := cmd.Start()
-	if pw != nil {
-		pw.Close()
-	}
+	err = cmd.Start()
+	pw.Close()
 	if err != nil {
-		if pr != nil {
-			pr.Close()
-		}
+		pr.Close()
 		return fmt.Errorf("start %s: %w", path, err)
 	}
-	if pr != nil {
-		go func() {
-			io.Copy(out, pr)
-			pr.Close()
-		}()
-	}
-	r := &running{dom: d, cfg: cfg, spec: spec, pid: cmd.Process.Pid, exited: make(chan struct{})}
+	outEOF := make(chan struct{})
+	go func() {
+		io.Copy(out, pr)
+		pr.Close()
+		close(outEOF)
+	}()
+	r := &running{dom: d, cfg: cfg, spec: spec, pid: cmd.Process.Pid, exited: make(chan struct{}), out: tail, outEOF: outEOF}
 	m.running[d.ID] = r
 	m.sessions[r.pid] = d.ID
 	m.wg.Add(1)

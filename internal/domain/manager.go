@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -62,6 +63,9 @@ type Spec struct {
 	Config string // xl-style config text
 	Dir    string // relative cmd paths are taken from here
 	Node   string // host to run on; "" lets placement choose
+	// Avoid lists hosts placement must pass over: their agents did not
+	// take this request when it was forwarded to them.
+	Avoid []string
 }
 
 // ElsewhereError means the domain is (to be) on another host: the caller
@@ -106,8 +110,13 @@ type running struct {
 	spec   Spec
 	pid    int
 	exited chan struct{} // closed once it is fully released
+	out    *outputTail   // the tail of its output
+	outEOF chan struct{} // closed once its output pipe is drained
 
-	destroying bool // guarded by Manager.mu
+	// Guarded by Manager.mu.
+	destroying bool   // shi destroy or agent shutdown: it ends on purpose
+	fenced     bool   // killed because the directory had ended it (Reconcile)
+	created    uint64 // the log index of its DomCreate, once known
 }
 
 // Manager runs this host's domains.
@@ -119,12 +128,14 @@ type Manager struct {
 	// mu guards the fields below. Launching a process and recording it
 	// happen under mu, and Identify reads under it, so a domain's socket
 	// peer is never taken for an ordinary local process.
-	mu       sync.RWMutex
-	running  map[uint32]*running
-	sessions map[int]uint32           // session (leader pid) -> domid
-	starting map[string]chan struct{} // by name: closed once launched or failed
-	restarts map[string][]time.Time
-	closed   bool
+	mu        sync.RWMutex
+	running   map[uint32]*running
+	sessions  map[int]uint32           // session (leader pid) -> domid
+	starting  map[string]chan struct{} // by name: closed once launched or failed
+	releasing map[uint32]bool          // ended, not yet released: Reconcile leaves them be
+	restarts  map[string][]time.Time
+	ended     []ended // the latest domains of this host that ended, oldest first
+	closed    bool
 
 	wg sync.WaitGroup // exit watchers
 }
@@ -144,16 +155,23 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		cfg.RestartWindow = time.Minute
 	}
 	m := &Manager{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		running:  map[uint32]*running{},
-		sessions: map[int]uint32{},
-		starting: map[string]chan struct{}{},
-		restarts: map[string][]time.Time{},
-		hv:       cfg.Hypervisor,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		running:   map[uint32]*running{},
+		sessions:  map[int]uint32{},
+		starting:  map[string]chan struct{}{},
+		releasing: map[uint32]bool{},
+		restarts:  map[string][]time.Time{},
+		hv:        cfg.Hypervisor,
+	}
+	if err := socketReachable(cfg.XenstoreSocket); err != nil {
+		m.log.Warn("domains cannot start on this host until the XenStore socket is reachable: shi create will refuse them", "err", err)
 	}
 	return m, nil
 }
+
+// Host is the name of this manager's host.
+func (m *Manager) Host() string { return m.cfg.Host }
 
 // List returns every domain of the cluster, from the directory.
 func (m *Manager) List() []directory.Domain { return m.cfg.Replica.Domains() }
@@ -171,8 +189,9 @@ func (m *Manager) Lookup(ref string) (directory.Domain, bool) {
 	return directory.Domain{}, false
 }
 
-// hosts gathers placement's view of the cluster.
-func (m *Manager) hosts() []Host {
+// hosts gathers placement's view of the cluster, marking the hosts to
+// avoid unreachable.
+func (m *Manager) hosts(avoid []string) []Host {
 	var hs []Host
 	if m.cfg.Hosts != nil {
 		hs = m.cfg.Hosts()
@@ -181,12 +200,13 @@ func (m *Manager) hosts() []Host {
 	}
 	reserved := map[string]uint64{}
 	for _, d := range m.cfg.Replica.Domains() {
-		if d.State != directory.StateDead {
+		if d.Running() {
 			reserved[d.Host] += d.MemoryMiB << 20
 		}
 	}
 	for i := range hs {
 		hs[i].Reserved = reserved[hs[i].Name]
+		hs[i].Unreachable = slices.Contains(avoid, hs[i].Name)
 	}
 	return hs
 }
@@ -198,7 +218,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (directory.Domain, erro
 	if err != nil {
 		return directory.Domain{}, err
 	}
-	host, err := Place(m.hosts(), cfg.MemoryMiB, spec.Node)
+	host, err := Place(m.hosts(spec.Avoid), cfg.MemoryMiB, spec.Node)
 	if err != nil {
 		return directory.Domain{}, err
 	}
@@ -212,6 +232,12 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	path, err := resolveCmd(cfg.Cmd, spec.Dir)
 	if err != nil {
 		return directory.Domain{}, err
+	}
+	// A domain that cannot reach XenStore fails in ways only the agent's
+	// log explains; refuse it here, saying why. Checked at each create:
+	// modes can change while the agent runs.
+	if err := socketReachable(m.cfg.XenstoreSocket); err != nil {
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
 	// A Destroy that finds the domain in the directory before its
 	// process is recorded waits for this.
@@ -237,12 +263,15 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	if uuid == "" {
 		uuid = newUUID()
 	}
-	conf, _ := json.Marshal(cfg)
+	// The config and where relative paths start, so that a restart by a
+	// later agent (Reconcile) starts the same thing.
+	conf, _ := json.Marshal(storedConfig{Config: *cfg, Dir: spec.Dir})
 	now := time.Now().UnixNano()
-	_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+	idx, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
 		Op: directory.DomCreate,
 		Domain: directory.Domain{Name: cfg.Name, Host: m.cfg.Host, State: directory.StateRunning,
 			MemoryMiB: cfg.MemoryMiB, UUID: uuid, Config: conf, Created: now, Updated: now},
+		Reuse: true, // a crashed domain's name is free
 	}))
 	if err != nil {
 		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
@@ -274,6 +303,11 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	if err := m.launch(d, cfg, spec, path, f); err != nil {
 		return fail(err)
 	}
+	m.mu.Lock()
+	if r := m.running[d.ID]; r != nil {
+		r.created = idx
+	}
+	m.mu.Unlock()
 	log.Info("domain started", "cmd", path, "memory_mib", cfg.MemoryMiB)
 	return d, nil
 }
@@ -292,15 +326,15 @@ func resolveCmd(cmd, dir string) (string, error) {
 }
 
 // Destroy stops a domain of this host and waits until it is released and
-// gone from the directory. A dead domain of any host is just removed. A
-// live domain of another host gives *ElsewhereError.
+// gone from the directory. A crashed (or dead) domain of any host is just
+// removed. A running domain of another host gives *ElsewhereError.
 func (m *Manager) Destroy(ctx context.Context, ref string) error {
 	d, ok := m.Lookup(ref)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchDomain, ref)
 	}
 	if d.Host != m.cfg.Host {
-		if d.State == directory.StateDead {
+		if !d.Running() {
 			return m.commitRemove(ctx, d.ID)
 		}
 		return &ElsewhereError{Host: d.Host}
@@ -337,61 +371,6 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 	}
 }
 
-// exited releases a domain whose process ended.
-func (m *Manager) exited(r *running, st ExitStatus) {
-	defer m.wg.Done()
-	killSession(r.pid) // whatever it left behind in its session
-	m.mu.Lock()
-	st.Destroyed = r.destroying || m.closed
-	delete(m.sessions, r.pid)
-	delete(m.running, r.dom.ID)
-	m.mu.Unlock()
-	m.hv.RemoveDomain(abi.DomID(r.dom.ID))
-	m.removeEntry(r.dom.ID)
-	m.log.Info("domain exited", "dom", r.dom.ID, "name", r.dom.Name, "status", st.String())
-	if m.cfg.OnExit != nil {
-		m.cfg.OnExit(r.dom, st)
-	}
-	close(r.exited)
-	if st.Crashed() && r.cfg.OnCrash == OnCrashRestart {
-		m.restart(r)
-	}
-}
-
-// restart starts a crashed domain again with the same config, under the
-// same name and a new domid.
-func (m *Manager) restart(r *running) {
-	now := time.Now()
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return
-	}
-	var recent []time.Time
-	for _, t := range m.restarts[r.cfg.Name] {
-		if now.Sub(t) < m.cfg.RestartWindow {
-			recent = append(recent, t)
-		}
-	}
-	if len(recent) >= m.cfg.RestartLimit {
-		m.mu.Unlock()
-		m.log.Warn("domain crashed too often; not restarting it", "name", r.cfg.Name, "restarts", len(recent), "window", m.cfg.RestartWindow)
-		return
-	}
-	m.restarts[r.cfg.Name] = append(recent, now)
-	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg := *r.cfg
-	cfg.UUID = r.dom.UUID // the same VM, rebooted: a new domid, the same uuid
-	d, err := m.createHere(ctx, &cfg, r.spec)
-	if err != nil {
-		m.log.Error("domain restart failed", "name", r.cfg.Name, "err", err)
-		return
-	}
-	m.log.Info("domain restarted after a crash", "name", d.Name, "old", r.dom.ID, "new", d.ID)
-}
-
 // removeEntry removes a domain from the directory, retrying for a while:
 // its XenStore home goes and @releaseDomain fires.
 func (m *Manager) removeEntry(id uint32) {
@@ -413,34 +392,6 @@ func (m *Manager) commitRemove(ctx context.Context, id uint32) error {
 		return errors.New(resp.Err)
 	}
 	return nil
-}
-
-// Reconcile marks dead the domains the directory places on this host but
-// that this manager does not run (their processes died with an earlier
-// agent). Call it once at start.
-func (m *Manager) Reconcile(ctx context.Context) error {
-	var errs []error
-	for _, d := range m.cfg.Replica.Domains() {
-		if d.Host != m.cfg.Host || d.State == directory.StateDead || d.Driver {
-			continue
-		}
-		m.mu.RLock()
-		_, ok := m.running[d.ID]
-		m.mu.RUnlock()
-		if ok {
-			continue
-		}
-		_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
-			Op: directory.DomSetState, Domain: directory.Domain{ID: d.ID, State: directory.StateDead, Updated: time.Now().UnixNano()},
-		}))
-		if err == nil && resp.Err != "" {
-			err = errors.New(resp.Err)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("dom%d: %w", d.ID, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Close destroys every domain of this host and waits until they are

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Host is what placement knows about one host of the cluster.
@@ -14,6 +15,9 @@ type Host struct {
 	// Reserved is the memory (bytes) promised to domains running there:
 	// their whole shareable pool, used or not.
 	Reserved uint64
+	// Unreachable means its agent did not take a request just now, though
+	// membership has not yet given up on it: not a candidate.
+	Unreachable bool
 }
 
 // ErrNoHost means no live host can take the domain.
@@ -28,6 +32,8 @@ var ErrNoHost = errors.New("no live host has enough free memory")
 // free memory does not yet show pools that are not touched), ties broken
 // by name. A host whose report lags a burst of creations is thus not
 // chosen again and again, and domains spread as long as hosts are alike.
+// Unreachable hosts are left out (a named one is not: the caller found it
+// unreachable and says so).
 //
 // Place is pure: the caller gathers hosts from membership and the
 // domain table.
@@ -39,7 +45,7 @@ func Place(hosts []Host, memMiB uint64, node string) (string, error) {
 				continue
 			}
 			if !h.Alive {
-				return "", fmt.Errorf("host %q is not alive", node)
+				return "", fmt.Errorf("host %q is unreachable: membership does not see it alive", node)
 			}
 			if h.MemFree < need {
 				return "", fmt.Errorf("host %q has %d MiB free, the domain needs %d MiB", node, h.MemFree>>20, memMiB)
@@ -49,12 +55,19 @@ func Place(hosts []Host, memMiB uint64, node string) (string, error) {
 		return "", fmt.Errorf("no host named %q", node)
 	}
 	var fit []Host
+	var unreachable []string
 	for _, h := range hosts {
-		if h.Alive && h.MemFree >= need {
+		switch {
+		case h.Alive && h.Unreachable:
+			unreachable = append(unreachable, h.Name)
+		case h.Alive && h.MemFree >= need:
 			fit = append(fit, h)
 		}
 	}
 	if len(fit) == 0 {
+		if len(unreachable) > 0 {
+			return "", fmt.Errorf("%w (%d MiB) among those that answer (%s did not)", ErrNoHost, memMiB, strings.Join(unreachable, ", "))
+		}
 		return "", fmt.Errorf("%w (%d MiB)", ErrNoHost, memMiB)
 	}
 	left := func(h Host) int64 { return int64(h.MemFree) - int64(h.Reserved) }

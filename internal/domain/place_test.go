@@ -23,7 +23,7 @@ func TestPlace(t *testing.T) {
 		{mem: 64, want: "a"},            // a and e tie on 4G left; name breaks it
 		{mem: 5 << 10, want: "b"},       // only b has 5 GiB free
 		{mem: 64, node: "d", want: "d"}, // asked for
-		{mem: 64, node: "c", err: "not alive"},
+		{mem: 64, node: "c", err: `host "c" is unreachable`},
 		{mem: 64, node: "z", err: `no host named "z"`},
 		{mem: 4 << 10, node: "d", err: "has 3072 MiB free"},
 		{mem: 100 << 10, err: "no live host"},
@@ -41,5 +41,14 @@ func TestPlace(t *testing.T) {
 	}
 	if _, err := Place(nil, 1, ""); !errors.Is(err, ErrNoHost) {
 		t.Errorf("no hosts: %v", err)
+	}
+	// A host whose agent did not answer is passed over while membership
+	// still sees it alive; with none left, the error says who did not.
+	hosts[0].Unreachable, hosts[4].Unreachable = true, true
+	if got, err := Place(hosts, 64, ""); err != nil || got != "d" {
+		t.Errorf("a and e unreachable: %q, %v; want d", got, err)
+	}
+	if got, err := Place(hosts[:1], 64, ""); !errors.Is(err, ErrNoHost) || !strings.Contains(err.Error(), "a did not") {
+		t.Errorf("only a, unreachable: %q, %v", got, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,7 +110,19 @@ func TestIdentify(t *testing.T) {
 
 func TestRestartOnCrash(t *testing.T) {
 	e := domaintest.Start(t)
-	marker := filepath.Join(t.TempDir(), "crashed")
+	// The domain, under a uid of its own when the tests run as root, must
+	// be able to leave its marker: else every run crashes, and the exit
+	// awaited below may be the second crash rather than the destroy.
+	// (t.TempDir's parent is private.)
+	dir, err := os.MkdirTemp("", "shi-crash-once-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "crashed")
 	cfg := domaintest.Config("phoenix", "crash-once", []string{"MARKER=" + marker}, `on_crash = "restart"`)
 	first, err := e.Manager.Create(context.Background(), domain.Spec{Config: cfg})
 	if err != nil {
