@@ -236,6 +236,9 @@ func (h *Handle) EndAccess(r Ref) error {
 		return grantentry.ErrRef
 	}
 	frame := grantentry.Read(h.d.table, r).Frame // r may be reused once ended
+	// A mapper of another host that unmapped has fenced its writes on
+	// their link: apply them, and the agent unpins the grant.
+	h.d.ln.Acquire()
 	flags, err := h.endAccess(r)
 	if err != nil || flags&abi.GTF_shi_mapped == 0 {
 		return err
@@ -410,6 +413,7 @@ func (h *Handle) SharePagesNotify(dom DomID, count int, writable bool, notifyOff
 // Unshare ends access to every grant of s and frees its pages. While the
 // grantee still maps one, it fails with ErrBusy and may be called again.
 func (h *Handle) Unshare(s *Share) error {
+	h.d.ln.Acquire() // fences of mappers of other hosts (see EndAccess)
 	busy := false
 	for i, r := range s.Refs {
 		if s.ended[i] {

@@ -76,6 +76,7 @@ type peerLink struct {
 	r0, r1 int    // unread input is rbuf[r0:r1]
 	out    []byte // frames queued for writing, in order
 	spare  []byte
+	early  map[Port]bool // events for ports not bound yet (see BindPort)
 
 	wmu sync.Mutex // serialises writes to fd; before State.mu, never under it
 }
@@ -122,7 +123,7 @@ func (s *State) adopt(m hypercall.Msg, fds []int) {
 	if old := s.links[peer]; old != nil {
 		s.killLocked(old) // a new link after a partition healed
 	}
-	l := &peerLink{peer: peer, fd: fd, rbuf: make([]byte, rbufSize)}
+	l := &peerLink{peer: peer, fd: fd, rbuf: make([]byte, rbufSize), early: map[Port]bool{}}
 	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
 		unix.Close(fd)
 		return
@@ -158,12 +159,24 @@ func (s *State) killLocked(l *peerLink) {
 	}()
 }
 
+// maxPorts bounds the port numbers an early event is kept for.
+const maxPorts = 1 << 17
+
 // BindPort records that local port p is bound to peerPort of peer, a
-// domain of another host; kick makes p pending.
+// domain of another host; kick makes p pending. An event the peer sent
+// before the agent's notice of the bind arrived is delivered now.
 func (s *State) BindPort(p Port, peer DomID, peerPort Port, kick func()) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.ports[p] = portBinding{peer: peer, peerPort: peerPort, kick: kick}
+	early := false
+	if l := s.links[peer]; l != nil && l.early[p] {
+		delete(l.early, p)
+		early = true
+	}
+	s.mu.Unlock()
+	if early {
+		go kick() // the caller holds its handle's lock, which kick takes
+	}
 }
 
 // UnbindPort forgets p.
@@ -249,7 +262,7 @@ func (s *State) Acquire() {
 	if !s.Active() {
 		return
 	}
-	var in inbox
+	in := inbox{wait: true}
 	s.mu.Lock()
 	for _, r := range s.rels {
 		r.applyPending()
@@ -326,6 +339,7 @@ func write(fd int, b []byte, wait bool) (int, error) {
 type inbox struct {
 	kick  map[Port]func()
 	posts []hypercall.Msg
+	wait  bool // make the requests and wait for their replies (an acquire)
 }
 
 func (in *inbox) raise(p Port, kick func()) {
@@ -335,14 +349,20 @@ func (in *inbox) raise(p Port, kick func()) {
 	in.kick[p] = kick
 }
 
-// deliver kicks ports and sends requests, without s.mu: a request may
-// wait for room on the agent connection.
+// deliver sends requests and kicks ports, without s.mu: a request may
+// wait for room on the agent connection. An acquire waits for the
+// replies, so that a grant whose mapper fenced is unpinned before the
+// events that followed the fence are seen (the granter may then end it).
 func (in *inbox) deliver(s *State) {
+	for _, m := range in.posts {
+		if in.wait {
+			s.c.Call(m)
+		} else {
+			s.c.Post(m)
+		}
+	}
 	for _, k := range in.kick {
 		k()
-	}
-	for _, m := range in.posts {
-		s.c.Post(m)
 	}
 }
 

@@ -64,6 +64,10 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 		case frameEvent:
 			if b, ok := s.ports[Port(h.ref)]; ok && b.peer == l.peer {
 				in.raise(Port(h.ref), b.kick)
+			} else if h.ref < maxPorts {
+				// The agent's notice that the port is bound may come after
+				// the peer's first event: keep it for BindPort.
+				l.early[Port(h.ref)] = true
 			}
 		case frameUpdate:
 			if err := checkRuns(payload); err != nil {
@@ -101,6 +105,10 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 			}
 		case frameFence:
 			if r := s.rels[relKey{l.peer, Ref(h.ref), true}]; r != nil && r.gen == h.gen {
+				// The mapper is done: what the background drained of its
+				// last writes goes into the page now, even outside an
+				// acquire, since the grant may end once it is unpinned.
+				r.applyPending()
 				s.dropRel(r)
 			}
 			// Everything the mapper wrote under that generation is in:

@@ -31,6 +31,7 @@ import (
 	"shi/internal/faultnet"
 	"shi/internal/hypervisor"
 	"shi/internal/membership"
+	"shi/internal/transport"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
 )
@@ -84,6 +85,7 @@ type agent struct {
 	node    *directory.Node
 	cluster *directory.Cluster
 	members *membership.Membership
+	mesh    *transport.Mesh
 	faults  *faultnet.Faults
 }
 
@@ -112,9 +114,19 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // first: the loops below end with ctx
+		wg.Wait()
+	}()
+	// The hypervisor comes first: the data plane hands it what other
+	// hosts send. Its peers are the mesh, once the cluster starts.
+	hc := hypervisor.Config{Logger: log.With("sub", "hypervisor"), Host: cfg.Name, Locate: locator{a.replica, cfg.Name}}
+	if !cfg.Dev {
+		hc.Peers = meshPeers{a}
+	}
+	a.hv = hypervisor.New(hc)
+	defer a.hv.Close() // after the domains are gone (defers run last-in first-out)
 	if cfg.Dev {
 		a.commit = directory.NewLocal(a.replica)
 		if err := a.bootstrapStore(ctx); err != nil {
@@ -140,11 +152,6 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if cfg.ConsistentReads && a.cluster != nil {
 		backend.ReadIndex = a.cluster.ReadIndex
 	}
-	a.hv = hypervisor.New(hypervisor.Config{
-		Logger: log.With("sub", "hypervisor"),
-		Locate: locator{a.replica, cfg.Name},
-	})
-	defer a.hv.Close() // after the domains are gone (defers run last-in first-out)
 	a.domains, err = domain.NewManager(domain.ManagerConfig{
 		Host: cfg.Name, Replica: a.replica, Committer: a.commit, Logger: log.With("sub", "domains"),
 		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, Hosts: a.placementHosts,

@@ -45,6 +45,10 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 	a.node = node
 	a.cluster = &directory.Cluster{Node: node, APIOf: a.apiOf, HTTP: a.peerHTTP(), Key: cfg.EncryptKey}
 	a.commit = a.cluster
+	if err := a.startDataPlane(); err != nil {
+		node.Shutdown()
+		return nil, err
+	}
 
 	mc := membership.DefaultConfig()
 	if cfg.TestTiming {
@@ -60,12 +64,13 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 	mc.Meta = a.localMeta()
 	m, err := membership.New(mc)
 	if err != nil {
+		a.mesh.Close()
 		node.Shutdown()
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 	a.members = m
 
-	loops := []func(context.Context){a.bootstrapLoop, a.leaderLoop, a.eventLoop, a.metaLoop}
+	loops := []func(context.Context){a.bootstrapLoop, a.leaderLoop, a.eventLoop, a.metaLoop, a.domainLoop}
 	wg.Add(len(loops))
 	for _, l := range loops {
 		go func() {
@@ -76,6 +81,7 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 	return func() {
 		a.members.Leave(2 * time.Second)
 		a.members.Shutdown()
+		a.mesh.Close()
 		a.node.Shutdown()
 	}, nil
 }
@@ -97,6 +103,7 @@ func (a *agent) localMeta() membership.Meta {
 		InCluster: a.node.HasState(),
 		APIURL:    a.apiURL,
 		RaftAddr:  net.JoinHostPort(a.cfg.BindIP, fmt.Sprint(a.cfg.RaftPort)),
+		DataAddr:  a.mesh.Addr().String(),
 		CPUs:      cpus,
 		MemTotal:  total,
 		MemFree:   free,
@@ -267,7 +274,8 @@ func (a *agent) markDeadHosts(ctx context.Context, hosts []directory.Host) {
 	}
 }
 
-// eventLoop logs membership changes.
+// eventLoop logs membership changes and tells the data plane about
+// hosts that failed or left.
 func (a *agent) eventLoop(ctx context.Context) {
 	for {
 		select {
@@ -278,6 +286,7 @@ func (a *agent) eventLoop(ctx context.Context) {
 				return
 			}
 			a.log.Info("membership", "event", ev.Type.String(), "host", ev.Member.Name, "addr", ev.Member.Addr)
+			a.hostDown(ev)
 		}
 	}
 }

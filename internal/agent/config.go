@@ -40,8 +40,10 @@ type Config struct {
 	DataDir string
 	// BindIP is this host's address for gossip, Raft and the API.
 	BindIP string
-	// GossipPort and RaftPort are the membership and Raft ports.
-	GossipPort, RaftPort int
+	// GossipPort, RaftPort and DataPort are the membership, Raft and
+	// data-plane ports (the data plane carries event channels, grants
+	// and the links between domains of different hosts).
+	GossipPort, RaftPort, DataPort int
 	// Join lists hosts (IP or IP:PORT of their gossip) to join at start.
 	Join []string
 	// BootstrapExpect is the number of voters (1, 3 or 5): the first
@@ -72,6 +74,7 @@ type Config struct {
 const (
 	DefaultAPIPort  = 7070
 	DefaultRaftPort = 7947
+	DefaultDataPort = 7948
 )
 
 // DefaultConfig returns the defaults of "shi agent".
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		Quota:          xenstore.DefaultQuota(),
 		GossipPort:     membership.DefaultPort,
 		RaftPort:       DefaultRaftPort,
+		DataPort:       DefaultDataPort,
 		VoterGrace:     30 * time.Second,
 		CommitTimeout:  5 * time.Second,
 	}
@@ -146,9 +150,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BindIP, "bind", "", "this host's IP address for gossip, Raft and the API")
 	join := fs.String("join", "", "comma-separated hosts to join (IP or IP:PORT)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 3, "number of voting hosts: 1, 3 or 5")
-	encrypt := fs.String("encrypt", "", "gossip encryption key, base64 of 16, 24 or 32 bytes")
+	encrypt := fs.String("encrypt", "", "cluster key, base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates forwarded changes and data-plane connections")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (UDP and TCP)")
 	fs.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "Raft port")
+	fs.IntVar(&cfg.DataPort, "data-port", cfg.DataPort, "data-plane port (event channels, grants and links between hosts)")
 	fs.BoolVar(&cfg.ConsistentReads, "consistent-reads", false, "linearizable XenStore reads (one round trip to the leader each)")
 	fs.DurationVar(&cfg.VoterGrace, "voter-grace", cfg.VoterGrace, "how long a dead voter is kept before a live host replaces it")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", cfg.CommitTimeout, "how long a change waits for a quorum before failing with EROFS")

@@ -324,6 +324,15 @@ func (h *Hypervisor) removeLocked(d *vdom) {
 		}
 	}
 	h.do(nil, h.evt.RemoveDomain(d.id), nil)
+	// The hosts it had links with forget it (after the closes above,
+	// which travel the same way).
+	hosts := map[string]bool{}
+	for k, l := range h.links {
+		if k.local == d.id && !hosts[l.host] {
+			hosts[l.host] = true
+			h.send(l.host, &transport.Msg{Kind: transport.KindDomainGone, FromDom: uint16(d.id)})
+		}
+	}
 	h.closeLinks(func(k linkKey, _ *link) bool { return k.local == d.id })
 	for _, ev := range d.ports { // Release actions closed them all; be sure
 		ev.Close()

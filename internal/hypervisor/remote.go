@@ -34,6 +34,9 @@ import (
 //	KindCopyReq   FromDom copies through ToDom's Ref: Arg[0] offset,
 //	              Arg[1] length, Flags copyWrite with Data; answered by
 //	              KindCopyResp (Status, Data)
+//	KindDomainGone FromDom is gone: forget everything tied to it (sent
+//	              after its closes, revokes and unmaps, to every host it
+//	              had a link with)
 //
 // A request that needs another host gets a deferred reply: the domain's
 // request loop goes on meanwhile, and the reply is pushed when the answer
@@ -166,6 +169,8 @@ func (h *Hypervisor) Inbound(from string, m transport.Msg) {
 		}
 	case transport.KindCopyReq:
 		h.acceptCopy(from, m)
+	case transport.KindDomainGone:
+		h.forget(from, DomID(m.FromDom), false)
 	default:
 		h.log.Warn("hypervisor: unknown message from another host", "host", from, "kind", m.Kind.String())
 	}

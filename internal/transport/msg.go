@@ -40,17 +40,16 @@ const (
 	KindCopyResp Kind = 11
 	// KindRevoke: the granter withdrew a grant that a remote host mapped.
 	KindRevoke Kind = 12
-	// KindPageUpdate: new contents (or a diff) of a shared page.
-	KindPageUpdate Kind = 13
-	// KindUnpinAck: a remote host acknowledges that it unpinned a page.
-	KindUnpinAck Kind = 14
+	// KindDomainGone: a domain of the sending host is gone (destroyed,
+	// crashed): the receiver forgets what ties its domains to it.
+	KindDomainGone Kind = 13
 )
 
 var kindNames = [...]string{
 	KindBindReq: "bind_req", KindBindResp: "bind_resp", KindSend: "send", KindClose: "close",
 	KindStatusReq: "status_req", KindStatusResp: "status_resp", KindMapReq: "map_req",
 	KindMapResp: "map_resp", KindUnmap: "unmap", KindCopyReq: "copy_req", KindCopyResp: "copy_resp",
-	KindRevoke: "revoke", KindPageUpdate: "page_update", KindUnpinAck: "unpin_ack",
+	KindRevoke: "revoke", KindDomainGone: "domain_gone",
 }
 
 // String returns the kind's name, or "kind<n>" for a kind this version

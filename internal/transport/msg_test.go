@@ -80,14 +80,14 @@ func TestUnknownKindDecodes(t *testing.T) {
 
 func TestKindNames(t *testing.T) {
 	seen := map[string]bool{}
-	for k := KindBindReq; k <= KindUnpinAck; k++ {
+	for k := KindBindReq; k <= KindDomainGone; k++ {
 		s := k.String()
 		if s == "" || seen[s] || s[:4] == "kind" {
 			t.Errorf("kind %d has name %q", k, s)
 		}
 		seen[s] = true
 	}
-	if KindBindReq != 1 || KindUnpinAck != 14 || KindPageUpdate != 13 {
+	if KindBindReq != 1 || KindDomainGone != 13 {
 		t.Fatal("kind numbers moved; they are part of the wire format")
 	}
 	if s := Kind(0).String(); s != "kind0" {
@@ -109,7 +109,7 @@ func TestAppendFrameRefusesOversize(t *testing.T) {
 func FuzzDecodeFrame(f *testing.F) {
 	m := sample()
 	f.Add(AppendFrame(nil, &m)[prefixSize:])
-	f.Add(AppendFrame(nil, &Msg{Kind: KindPageUpdate, Data: make([]byte, 4096)})[prefixSize:])
+	f.Add(AppendFrame(nil, &Msg{Kind: KindMapResp, Data: make([]byte, 4096)})[prefixSize:])
 	f.Add(make([]byte, HeaderSize))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -1,0 +1,615 @@
+package hypervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"shi/guest/evtchn"
+	"shi/guest/gnttab"
+	ghv "shi/guest/hv"
+	"shi/internal/abi"
+	xevtchn "shi/internal/evtchn"
+	"shi/internal/transport"
+)
+
+// fakeNet joins hypervisors in one process: messages go through an
+// ordered queue per destination, links are socket pairs. The tests can
+// keep a copy of any link end to speak on it as a hostile domain would.
+type fakeNet struct {
+	mu     sync.Mutex
+	hvs    map[string]*Hypervisor
+	where  map[DomID]string
+	queues map[string]chan delivery
+	ends   map[[2]DomID]*os.File // the dialer's end, by (dialing dom, target dom)
+	down   map[string]bool
+}
+
+type delivery struct {
+	from string
+	m    transport.Msg
+}
+
+func newFakeNet() *fakeNet {
+	return &fakeNet{hvs: map[string]*Hypervisor{}, where: map[DomID]string{}, queues: map[string]chan delivery{},
+		ends: map[[2]DomID]*os.File{}, down: map[string]bool{}}
+}
+
+// host starts a hypervisor named name on the network.
+func (n *fakeNet) host(t *testing.T, name string, lb *logBuf) *Hypervisor {
+	h := New(Config{Logger: slog.New(slog.NewTextHandler(lb, nil)).With("host", name), Host: name,
+		Peers: fakePeers{n, name}, Locate: fakeLocator{n, name}, Timeout: 3 * time.Second})
+	q := make(chan delivery, 1<<16)
+	n.mu.Lock()
+	n.hvs[name] = h
+	n.queues[name] = q
+	n.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for d := range q {
+			h.Inbound(d.from, d.m)
+		}
+	}()
+	t.Cleanup(func() {
+		h.Close()
+		n.mu.Lock()
+		n.down[name] = true
+		delete(n.queues, name)
+		n.mu.Unlock()
+		close(q)
+		<-done
+	})
+	return h
+}
+
+func (n *fakeNet) place(dom DomID, host string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.where[dom] = host
+}
+
+// kill makes a host vanish: nothing reaches it any more, and the others
+// learn it is down, as from membership.
+func (n *fakeNet) kill(name string) {
+	n.mu.Lock()
+	n.down[name] = true
+	var others []*Hypervisor
+	for h, hv := range n.hvs {
+		if h != name {
+			others = append(others, hv)
+		}
+	}
+	n.mu.Unlock()
+	for _, hv := range others {
+		hv.HostDown(name)
+	}
+}
+
+type fakePeers struct {
+	n    *fakeNet
+	self string
+}
+
+func (p fakePeers) Send(host string, m *transport.Msg) error {
+	p.n.mu.Lock()
+	defer p.n.mu.Unlock()
+	q := p.n.queues[host]
+	if q == nil || p.n.down[host] || p.n.down[p.self] {
+		return errors.New("fake: unreachable")
+	}
+	c := *m
+	c.Data = bytes.Clone(m.Data)
+	q <- delivery{p.self, c}
+	return nil
+}
+
+func (p fakePeers) Link(ctx context.Context, host string, hello []byte) (*os.File, error) {
+	p.n.mu.Lock()
+	h := p.n.hvs[host]
+	down := p.n.down[host] || p.n.down[p.self]
+	p.n.mu.Unlock()
+	if h == nil || down {
+		return nil, syscall.EHOSTUNREACH
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "link"), os.NewFile(uintptr(fds[1]), "link")
+	if err := h.AcceptLink(p.self, hello, theirs); err != nil {
+		mine.Close()
+		theirs.Close()
+		return nil, err
+	}
+	from, to, _ := decodeHello(hello)
+	if dup, err := unix.Dup(fds[0]); err == nil {
+		p.n.mu.Lock()
+		p.n.ends[[2]DomID{from, to}] = os.NewFile(uintptr(dup), "link-copy")
+		p.n.mu.Unlock()
+	}
+	return mine, nil
+}
+
+type fakeLocator struct {
+	n    *fakeNet
+	self string
+}
+
+func (l fakeLocator) Locate(dom DomID) (xevtchn.Host, bool) {
+	l.n.mu.Lock()
+	defer l.n.mu.Unlock()
+	h, ok := l.n.where[dom]
+	if !ok {
+		return "", false
+	}
+	if h == l.self {
+		return xevtchn.Local, true
+	}
+	return xevtchn.Host(h), true
+}
+
+// cluster is two or more hosts with domains on them.
+type cluster struct {
+	n     *fakeNet
+	hvs   map[string]*Hypervisor
+	log   *logBuf
+	conns map[DomID]*ghv.Conn
+	evts  map[DomID]*evtchn.Handle
+}
+
+func newCluster(t *testing.T, names ...string) *cluster {
+	c := &cluster{n: newFakeNet(), hvs: map[string]*Hypervisor{}, log: &logBuf{},
+		conns: map[DomID]*ghv.Conn{}, evts: map[DomID]*evtchn.Handle{}}
+	for _, name := range names {
+		c.hvs[name] = c.n.host(t, name, c.log)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hypervisor logs:\n%s", c.log)
+		}
+	})
+	return c
+}
+
+// dom adds domain id on host and connects an in-process guest to it.
+func (c *cluster) dom(t *testing.T, host string, id DomID) *ghv.Conn {
+	t.Helper()
+	c.n.place(id, host)
+	e := &env{h: c.hvs[host], log: c.log}
+	g := e.dom(t, id, DomainConfig{Name: fmt.Sprintf("d%d", id)})
+	c.conns[id] = g
+	return g
+}
+
+// remotePair binds a(1, host a):pa <-> b(2, host b):pb and consumes pb's
+// initial event.
+func remotePair(t *testing.T) (c *cluster, ea, eb *evtchn.Handle, pa, pb evtchn.Port) {
+	c = newCluster(t, "a", "b")
+	ea = openEvt(t, c.dom(t, "a", 1))
+	eb = openEvt(t, c.dom(t, "b", 2))
+	c.evts[1], c.evts[2] = ea, eb
+	pa, pb = bindPair(t, ea, eb)
+	return
+}
+
+func TestRemoteEvtchnPingPong(t *testing.T) {
+	c, ea, eb, pa, pb := remotePair(t)
+	if got := c.hvs["b"].LinkPeers(2); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("dom2's links: %v", got)
+	}
+	if st, err := eb.Status(pb); err != nil || st.Status != abi.EVTCHNSTAT_interdomain || st.RemoteDom != 1 || st.RemotePort != pa {
+		t.Fatalf("status of the bound port: %+v %v", st, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for range 1000 {
+			p, err := ea.Wait(5 * time.Second)
+			if err != nil {
+				done <- err
+				return
+			}
+			ea.Unmask(p)
+			if err := ea.Notify(pa); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range 1000 {
+		if err := eb.Notify(pb); err != nil {
+			t.Fatal(err)
+		}
+		p, err := eb.Wait(5 * time.Second)
+		if err != nil || p != pb {
+			t.Fatalf("round %d: %v %v", i, p, err)
+		}
+		eb.Unmask(pb)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// N sends before the receiver takes the event give one event; a masked
+// port fires once unmasked.
+func TestRemoteCoalesceAndMask(t *testing.T) {
+	_, ea, eb, pa, pb := remotePair(t)
+	for range 10 {
+		if err := eb.Notify(pb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := ea.Wait(5 * time.Second); err != nil || p != pa {
+		t.Fatalf("wait: %v %v", p, err)
+	}
+	if p, err := ea.Wait(200 * time.Millisecond); !errors.Is(err, evtchn.ErrNoEvent) {
+		t.Fatalf("ten sends gave more than one event: %v %v", p, err)
+	}
+	// pa is masked (not unmasked since Wait returned it).
+	eb.Notify(pb)
+	if p, err := ea.Wait(200 * time.Millisecond); !errors.Is(err, evtchn.ErrNoEvent) {
+		t.Fatalf("a masked port fired: %v %v", p, err)
+	}
+	if err := ea.Unmask(pa); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ea.Wait(5 * time.Second); err != nil || p != pa {
+		t.Fatalf("unmask did not deliver: %v %v", p, err)
+	}
+}
+
+// A peer that closes, dies, or whose host dies: the port goes back to
+// unbound (reserved for the peer) and is kicked, so a waiter wakes and
+// status says why.
+func TestRemotePeerGone(t *testing.T) {
+	for _, how := range []string{"close", "death", "host death"} {
+		t.Run(how, func(t *testing.T) {
+			c, ea, eb, pa, pb := remotePair(t)
+			woke := make(chan error, 1)
+			go func() {
+				p, err := ea.Wait(10 * time.Second)
+				if err == nil && p != pa {
+					err = fmt.Errorf("woke on port %d", p)
+				}
+				woke <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // let it block
+			switch how {
+			case "close":
+				if err := eb.Unbind(pb); err != nil {
+					t.Fatal(err)
+				}
+			case "death":
+				c.hvs["b"].RemoveDomain(2)
+			case "host death":
+				c.n.kill("b")
+			}
+			if err := <-woke; err != nil {
+				t.Fatal(err)
+			}
+			st, err := ea.Status(pa)
+			if err != nil || st.Status != abi.EVTCHNSTAT_unbound || st.RemoteDom != 2 {
+				t.Fatalf("status after the peer went: %+v %v", st, err)
+			}
+			if how != "close" && len(c.hvs["a"].LinkPeers(1)) != 0 {
+				t.Fatalf("links left: %v", c.hvs["a"].LinkPeers(1))
+			}
+		})
+	}
+}
+
+// A refused remote bind gives the reserved port back, and binding a port
+// not offered is refused.
+func TestRemoteBindRefused(t *testing.T) {
+	c := newCluster(t, "a", "b")
+	ea := openEvt(t, c.dom(t, "a", 1))
+	eb := openEvt(t, c.dom(t, "b", 2))
+	openEvt(t, c.dom(t, "b", 3))
+	p, err := ea.AllocUnbound(3) // offered to dom3, not dom2
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eb.BindInterdomain(1, p); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("bind to a port offered to someone else: %v", err)
+	}
+	if _, err := eb.BindInterdomain(9, 1); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("bind to a domain that does not exist: %v", err)
+	}
+	if ports := c.hvs["b"].Ports(2); len(ports) != 0 {
+		t.Fatalf("ports left after refused binds: %+v", ports)
+	}
+}
+
+// shareRemote: dom1 on a shares n pages with dom2 on b, which maps them.
+func shareRemote(t *testing.T, writable bool) (c *cluster, ga, gb *gnttab.Handle, ea, eb *evtchn.Handle, pa, pb evtchn.Port, s *gnttab.Share, m *gnttab.Mapping) {
+	c, ea, eb, pa, pb = remotePair(t)
+	ga = gnttab.Open(c.conns[1])
+	gb = gnttab.Open(c.conns[2])
+	s, err := ga.SharePages(2, 2, writable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(s.Bytes(), "before the map")
+	m, err = gb.Map(1, s.Refs, writable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+func TestRemoteGrantCoherence(t *testing.T) {
+	_, ga, gb, ea, eb, pa, pb, s, m := shareRemote(t, true)
+	if got := string(m.Bytes()[:14]); got != "before the map" {
+		t.Fatalf("replica starts with %q", got)
+	}
+	// The granter writes and sends: the mapper sees the bytes once it has
+	// the event.
+	copy(s.Bytes()[4096+100:], "from a")
+	if err := ea.Notify(pa); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := eb.Wait(5 * time.Second); err != nil || p != pb {
+		t.Fatalf("wait: %v %v", p, err)
+	}
+	eb.Unmask(pb)
+	if got := string(m.Bytes()[4096+100 : 4096+106]); got != "from a" {
+		t.Fatalf("after the event the mapper sees %q", got)
+	}
+	// Both write different bytes of one word between events: neither
+	// overwrites the other's.
+	s.Bytes()[200] = 'A'
+	m.Bytes()[201] = 'B'
+	if err := eb.Notify(pb); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ea.Wait(5 * time.Second); err != nil || p != pa {
+		t.Fatalf("wait: %v %v", p, err)
+	}
+	ea.Unmask(pa)
+	ea.Notify(pa)
+	eb.Wait(5 * time.Second)
+	eb.Unmask(pb)
+	if s.Bytes()[200] != 'A' || s.Bytes()[201] != 'B' || m.Bytes()[200] != 'A' || m.Bytes()[201] != 'B' {
+		t.Fatalf("one word written by both sides: granter %q mapper %q", s.Bytes()[200:202], m.Bytes()[200:202])
+	}
+	// Mapped remotely, the grant cannot end.
+	if err := ga.EndAccess(s.Refs[0]); !errors.Is(err, gnttab.ErrBusy) {
+		t.Fatalf("end access while mapped remotely: %v", err)
+	}
+	// The mapper's last writes before its unmap are in the granter's
+	// page by the time the grant can end.
+	copy(m.Bytes()[300:], "last words")
+	if err := gb.Unmap(m); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ga.EndAccess(s.Refs[0]) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("grant still busy after the unmap")
+		}
+		ea.Acquire()
+		time.Sleep(time.Millisecond)
+	}
+	if got := string(s.Bytes()[300:310]); got != "last words" {
+		t.Fatalf("after the unmap the granter has %q", got)
+	}
+	if err := ga.EndAccess(s.Refs[1]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRemoteGrantReadOnly(t *testing.T) {
+	c, _, _, _, _ := remotePair(t)
+	ga := gnttab.Open(c.conns[1])
+	gb := gnttab.Open(c.conns[2])
+	s, err := ga.SharePages(2, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gb.Map(1, s.Refs, true); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("writable map of a read-only grant: %v", err)
+	}
+	m, err := gb.Map(1, s.Refs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := ga.Entry(s.Refs[0]).Flags; f&abi.GTF_reading == 0 || f&abi.GTF_writing != 0 {
+		t.Fatalf("flags while mapped read-only: %#x", f)
+	}
+	// The replica is mapped read-only: mprotect shows it.
+	if writableAt(t, m.Bytes()) {
+		t.Fatal("read-only map of another host's grant is writable")
+	}
+	if err := gb.CopyTo(1, s.Refs[0], 0, []byte("x")); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("copy into a read-only grant: %v", err)
+	}
+	gb.Unmap(m)
+}
+
+// writableAt reads /proc/self/maps for the mapping at b.
+func writableAt(t *testing.T, b []byte) bool {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimPrefix(fmt.Sprintf("%p", &b[0]), "0x") + "-"
+	for _, line := range bytes.Split(maps, []byte("\n")) {
+		if bytes.HasPrefix(line, []byte(want)) {
+			f := bytes.Fields(line)
+			return len(f) > 1 && f[1][1] == 'w'
+		}
+	}
+	t.Fatalf("no mapping at %s in /proc/self/maps", want)
+	return false
+}
+
+func TestRemoteCopy(t *testing.T) {
+	c, _, _, _, _ := remotePair(t)
+	ga := gnttab.Open(c.conns[1])
+	gb := gnttab.Open(c.conns[2])
+	s, err := ga.SharePages(2, 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(s.Bytes()[10:], "granted")
+	buf := make([]byte, 7)
+	if err := gb.CopyFrom(buf, 1, s.Refs[0], 10); err != nil || string(buf) != "granted" {
+		t.Fatalf("copy from another host's grant: %q %v", buf, err)
+	}
+	if err := gb.CopyTo(1, s.Refs[0], 20, []byte("copied")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(s.Bytes()[20:26]); got != "copied" {
+		t.Fatalf("copy to another host's grant: %q", got)
+	}
+	if err := gb.CopyTo(1, 999, 0, []byte("x")); !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("copy through a ref that grants nothing: %v", err)
+	}
+}
+
+// The unmap notification crosses hosts: the mapper's unmap (or death)
+// clears the byte in the granter's page and sends on the port, in that
+// order.
+func TestRemoteUnmapNotify(t *testing.T) {
+	for _, how := range []string{"unmap", "death"} {
+		t.Run(how, func(t *testing.T) {
+			c, ea, eb, pa, pb := remotePair(t)
+			ga := gnttab.Open(c.conns[1])
+			gb := gnttab.Open(c.conns[2])
+			s, err := ga.SharePages(2, 1, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Bytes()[20] = 1 // like vchan's cli_live
+			m, err := gb.MapNotify(1, s.Refs[0], true, 20, uint32(pb))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Bytes()[20] != 1 {
+				t.Fatal("replica lacks the live byte")
+			}
+			_ = eb
+			switch how {
+			case "unmap":
+				if err := gb.Unmap(m); err != nil {
+					t.Fatal(err)
+				}
+			case "death":
+				c.hvs["b"].RemoveDomain(2)
+			}
+			if p, err := ea.Wait(5 * time.Second); err != nil || p != pa {
+				t.Fatalf("no event: %v %v", p, err)
+			}
+			if s.Bytes()[20] != 0 {
+				t.Fatalf("live byte %d after the mapper went", s.Bytes()[20])
+			}
+		})
+	}
+}
+
+// A granter (or its host) that dies revokes the replica; the share's
+// notification byte is cleared in it.
+func TestRemoteGranterGone(t *testing.T) {
+	for _, how := range []string{"death", "host death"} {
+		t.Run(how, func(t *testing.T) {
+			c, ea, eb, pa, pb := remotePair(t)
+			gc := c.conns[1]
+			ga := gnttab.Open(gc)
+			gb := gnttab.Open(c.conns[2])
+			s, err := ga.SharePagesNotify(2, 1, true, 21, uint32(pa))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Bytes()[21] = 1 // like vchan's srv_live
+			m, err := gb.Map(1, s.Refs, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = ea
+			switch how {
+			case "death":
+				c.hvs["a"].RemoveDomain(1)
+			case "host death":
+				c.n.kill("a")
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !m.Revoked() || (how == "death" && m.Bytes()[21] != 0) {
+				if time.Now().After(deadline) {
+					t.Fatalf("revoked %v, live byte %d", m.Revoked(), m.Bytes()[21])
+				}
+				if p, err := eb.Wait(100 * time.Millisecond); err == nil {
+					eb.Unmask(p)
+				}
+			}
+			if st, _ := eb.Status(pb); st.Status != abi.EVTCHNSTAT_unbound {
+				t.Fatalf("port status %+v", st)
+			}
+			gb.Unmap(m)
+		})
+	}
+}
+
+// A hostile mapper forges updates on its link: to a page it maps
+// read-only, to a grant it never mapped, garbage. All are refused and the
+// granter's page stays as it was.
+func TestRemoteForgedUpdates(t *testing.T) {
+	c, _, _, _, _ := remotePair(t)
+	ga := gnttab.Open(c.conns[1])
+	gb := gnttab.Open(c.conns[2])
+	s, err := ga.SharePages(2, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(s.Bytes(), "pristine")
+	m, err := gb.Map(1, s.Refs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gb.Unmap(m)
+	c.n.mu.Lock()
+	end := c.n.ends[[2]DomID{2, 1}]
+	c.n.mu.Unlock()
+	if end == nil {
+		t.Fatal("no link end for dom2")
+	}
+	frame := func(typ, dir byte, ref, gen uint32, payload []byte) []byte {
+		b := []byte{typ, dir, 0, 0}
+		b = appendU32(b, ref)
+		b = appendU32(b, gen)
+		b = appendU32(b, uint32(len(payload)))
+		return append(b, payload...)
+	}
+	run := append([]byte{0, 0, 3, 0}, "EVIL"[:3]...)
+	for gen := uint32(0); gen < 4; gen++ {
+		end.Write(frame(2, 1, uint32(s.Refs[0]), gen, run)) // read-only grant
+		end.Write(frame(2, 1, 100, gen, run))               // never granted
+	}
+	time.Sleep(50 * time.Millisecond)
+	c.evts[1].Acquire()
+	if got := string(s.Bytes()[:8]); got != "pristine" {
+		t.Fatalf("forged updates changed the page: %q", got)
+	}
+	// Garbage drops the link; the granter carries on.
+	end.Write([]byte{99, 99, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	time.Sleep(50 * time.Millisecond)
+	c.evts[1].Acquire()
+	if got := string(s.Bytes()[:8]); got != "pristine" {
+		t.Fatalf("garbage changed the page: %q", got)
+	}
+}
+
+func appendU32(b []byte, v uint32) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+}
