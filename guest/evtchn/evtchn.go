@@ -69,6 +69,7 @@ type port struct {
 	remote   bool         // the peer is on another host
 	peer     DomID        // remote: the peer's domain and port
 	peerPort Port
+	gone     bool // a peer was bound and has closed or died
 
 	// Guarded by Handle.qmu.
 	masked bool
@@ -191,7 +192,7 @@ func (dp *domPorts) connect(m hypercall.Msg, fds []int) {
 	if p.bell >= 0 {
 		unix.Close(p.bell)
 	}
-	p.bell = -1
+	p.bell, p.gone = -1, false
 	h.setPeerLocked(Port(m.Port), p, m)
 	if len(fds) > 0 {
 		p.bell = fds[0]
@@ -236,7 +237,7 @@ func (dp *domPorts) disconnect(m hypercall.Msg, fds []int) {
 		if p.bell >= 0 {
 			unix.Close(p.bell)
 		}
-		p.bell, p.remote = -1, false
+		p.bell, p.remote, p.gone = -1, false, true
 		h.ln.UnbindPort(Port(m.Port))
 	}
 }
@@ -583,6 +584,16 @@ func (h *Handle) forget(pn Port) {
 		delete(h.dp.owner, pn)
 	}
 	h.dp.mu.Unlock()
+}
+
+// PeerGone reports whether p's peer, once bound, has closed its port or
+// died (or its host did): p is unbound again, as Status would say, known
+// without asking the agent.
+func (h *Handle) PeerGone(p Port) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pt := h.ports[p]
+	return pt == nil || pt.gone
 }
 
 // The memory model's hooks (DESIGN.md §3, guest/link), for code that

@@ -19,7 +19,10 @@ import (
 //
 // frameEvent has no payload: make the receiver's port pending.
 // frameUpdate's payload is runs, each u16 offset, u16 length, the bytes,
-// in ascending order, not overlapping, inside the page.
+// in ascending order, not overlapping, inside the page. The updates of
+// one release (at most one per page) end with frameCommit: the receiver
+// applies all of them or none, so a reader never sees a ring's index
+// without the data it covers.
 // framePage's payload is a whole page, the first content of a replica.
 // frameFence has no payload: the sender unmapped the grant; nothing for
 // that generation follows.
@@ -28,6 +31,7 @@ const (
 	frameUpdate = 2
 	framePage   = 3
 	frameFence  = 4
+	frameCommit = 5
 )
 
 // Directions of an update.
@@ -71,7 +75,7 @@ func parseHeader(b []byte) (header, error) {
 	}
 	bad := b[2] != 0 || b[3] != 0
 	switch h.typ {
-	case frameEvent, frameFence:
+	case frameEvent, frameFence, frameCommit:
 		bad = bad || h.dir != 0 || h.n != 0
 	case frameUpdate:
 		bad = bad || (h.dir != toGranter && h.dir != toMapper) || h.n == 0 || h.n > maxPayload
@@ -216,4 +220,45 @@ func appendMarked(b []byte, m *bitmap, page []byte) []byte {
 	m.runs(func(off, n int) { b = appendRun(b, off, page[off:off+n]) })
 	*m = bitmap{}
 	return b
+}
+
+// delta is changes to a page not applied yet: marked bytes and their
+// values, later changes over earlier ones.
+type delta struct {
+	mask bitmap
+	data []byte
+}
+
+// put records a checked payload's runs.
+func (d *delta) put(payload []byte) {
+	if d.data == nil {
+		d.data = make([]byte, pageSize)
+	}
+	parseRuns(payload, func(rn run) {
+		copy(d.data[rn.off:], rn.data)
+		d.mask.set(rn.off, len(rn.data))
+	})
+}
+
+// take moves o's changes over d's.
+func (d *delta) take(o *delta) {
+	if o.data == nil || o.mask.empty() {
+		return
+	}
+	if d.data == nil {
+		d.data = make([]byte, pageSize)
+	}
+	o.mask.runs(func(off, n int) {
+		copy(d.data[off:off+n], o.data[off:off+n])
+		d.mask.set(off, n)
+	})
+	o.mask = bitmap{}
+}
+
+// payload returns d's changes as runs and empties d; nil if none.
+func (d *delta) payload() []byte {
+	if d.data == nil || d.mask.empty() {
+		return nil
+	}
+	return appendMarked(nil, &d.mask, d.data)
 }

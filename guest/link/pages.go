@@ -32,15 +32,17 @@ type rel struct {
 	revoked  bool   // the granter of a replica is gone
 	refs     int    // maps of a replica, or remote maps of a grant
 
-	// Updates drained in the background, applied at the next acquire.
-	pend     bitmap
-	pendData []byte
+	// Updates received but not applied: stage holds a release whose
+	// commit has not arrived, pend committed releases the background
+	// drained, which the next acquire applies.
+	stage, pend delta
 
 	// A replica's memory: its memfd and the library's writable view.
 	mfd *shm.Memfd
 	m   *shm.Mapping
 
-	unstable int // background flushes that found the page changing
+	unstable int  // background flushes that found the page changing
+	dropped  bool // forgotten: its memory may be gone
 }
 
 // page is a local page shared across hosts: one of this domain's, or a
@@ -71,6 +73,7 @@ func (s *State) addRel(r *rel) {
 // dropRel forgets a rel, and its page once nothing shares it.
 // Preconditions: s.mu held.
 func (s *State) dropRel(r *rel) {
+	r.dropped = true
 	if s.rels[r.key] == r {
 		delete(s.rels, r.key)
 	}
@@ -311,7 +314,9 @@ func (s *State) Unmap(rp *Replica, off uint32) {
 	}
 	l := s.links[r.key.peer]
 	if l != nil && r.ready {
-		s.releaseRelLocked(l, r)
+		if s.releaseRelLocked(l, r) {
+			l.out = header{typ: frameCommit}.append(l.out)
+		}
 		l.out = header{typ: frameFence, ref: uint32(r.key.ref), gen: r.gen}.append(l.out)
 	}
 	s.dropRel(r)
@@ -407,21 +412,26 @@ func (r *rel) ships() bool { return r.key.granter || !r.readonly }
 // ---- Release.
 
 // releaseLocked queues on l what changed in every page shared with its
-// peer.
+// peer, as one release (committed).
 // Preconditions: s.mu held.
 func (s *State) releaseLocked(l *peerLink) {
+	shipped := false
 	for _, r := range s.rels {
-		if r.key.peer == l.peer {
-			s.releaseRelLocked(l, r)
+		if r.key.peer == l.peer && s.releaseRelLocked(l, r) {
+			shipped = true
 		}
+	}
+	if shipped {
+		l.out = header{typ: frameCommit}.append(l.out)
 	}
 }
 
-// releaseRelLocked queues one rel's changes as an update frame.
+// releaseRelLocked queues one rel's changes as an update frame, and
+// reports whether there were any; the caller commits.
 // Preconditions: s.mu held.
-func (s *State) releaseRelLocked(l *peerLink, r *rel) {
+func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 	if !r.ready || r.revoked || !r.ships() {
-		return // nothing written, or not ours to write
+		return false // nothing written, or not ours to write
 	}
 	start := len(l.out)
 	dir := uint8(toGranter)
@@ -438,10 +448,11 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) {
 	n := len(l.out) - start - headerSize
 	if n == 0 {
 		l.out = l.out[:start]
-		return
+		return false
 	}
-	// Large pages diffed densely fit: the payload bound is the worst case.
+	// A page diffed densely fits: the payload bound is the worst case.
 	putLen(l.out[start:], uint32(n))
+	return true
 }
 
 func putLen(h []byte, n uint32) {
@@ -468,26 +479,10 @@ func (r *rel) apply(payload []byte) {
 	})
 }
 
-// queue keeps a peer's runs for the next acquire.
-// Preconditions: s.mu held; payload checked.
-func (r *rel) queue(payload []byte) {
-	if r.pendData == nil {
-		r.pendData = make([]byte, pageSize)
-	}
-	parseRuns(payload, func(rn run) {
-		copy(r.pendData[rn.off:], rn.data)
-		r.pend.set(rn.off, len(rn.data))
-	})
-}
-
-// applyPending applies what the background drained.
+// applyPending applies the committed releases the background drained.
 // Preconditions: s.mu held.
 func (r *rel) applyPending() {
-	if r.pendData == nil || r.pend.empty() {
-		return
+	if b := r.pend.payload(); b != nil {
+		r.apply(b)
 	}
-	var b []byte
-	r.pend.runs(func(off, n int) { b = appendRun(b, off, r.pendData[off:off+n]) })
-	r.pend = bitmap{}
-	r.apply(b)
 }

@@ -44,9 +44,24 @@ func (s *State) drainLocked(l *peerLink, apply bool, in *inbox) {
 }
 
 // framesLocked handles the complete frames buffered on l; false if the
-// link broke.
+// link broke. A release's updates are staged until its commit, unless
+// the commit is already buffered and this is an acquire: then they are
+// applied straight from the buffer (the whole release is applied before
+// the acquire returns either way; the updates of one release touch
+// distinct pages, so their order does not matter).
 // Preconditions: s.mu held.
 func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
+	committed := l.r0 // the end of the last commit buffered
+	for off := l.r0; off+headerSize <= l.r1; {
+		h, err := parseHeader(l.rbuf[off:])
+		if err != nil || off+headerSize+int(h.n) > l.r1 {
+			break
+		}
+		off += headerSize + int(h.n)
+		if h.typ == frameCommit {
+			committed = off
+		}
+	}
 	updated := false
 	for l.r1-l.r0 >= headerSize {
 		h, err := parseHeader(l.rbuf[l.r0:])
@@ -82,14 +97,26 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 				// fence or the unmap raced with it.
 			case h.dir == toGranter && r.readonly:
 				s.logf("dom%d wrote ref %d, which it maps read-only: update refused", l.peer, h.ref)
-			case apply:
+			case apply && l.r0 <= committed:
 				r.applyPending()
 				r.apply(payload)
 				updated = true
 			default:
-				r.queue(payload)
-				updated = true
+				r.stage.put(payload)
+				l.staged = append(l.staged, r)
 			}
+		case frameCommit:
+			for _, r := range l.staged {
+				if r.dropped {
+					continue
+				}
+				r.pend.take(&r.stage)
+				if apply {
+					r.applyPending()
+				}
+			}
+			updated = updated || len(l.staged) > 0
+			l.staged = l.staged[:0]
 		case framePage:
 			if r := s.rels[relKey{l.peer, Ref(h.ref), false}]; r != nil && r.gen == h.gen && !r.ready && !r.revoked {
 				if err := r.memLocked(s); err != nil {

@@ -9,6 +9,13 @@
 // ring after the check sees it and sends the event. Events are only
 // hints: every wake-up re-checks the indices.
 //
+// Across hosts (DESIGN.md §3) each side has its own copy of the pages:
+// every check of the shared indices acquires first (the peer's released
+// writes are applied), and every publication releases (Push, a pipe's
+// Write and Read), so a peer that polls sees progress without an event.
+// Pipes report each write they make, so a release ships exactly those
+// bytes instead of comparing whole pages.
+//
 // Each ring wants an evtchn.Handle of its own (its Wait takes whatever
 // port of the handle fires).
 package ring
@@ -25,6 +32,10 @@ import (
 
 // ErrTimeout means a wait ran out of time.
 var ErrTimeout = errors.New("ring: timed out")
+
+// ErrPeerGone means the other end's domain (or its host) went away
+// without closing the stream.
+var ErrPeerGone = errors.New("ring: the peer is gone")
 
 // waitPort sleeps until the handle's port fires (re-arming it) or the
 // deadline passes; a zero deadline waits forever.
@@ -95,11 +106,14 @@ func NewFront(shared []byte, entrySize int, evt *evtchn.Handle, port evtchn.Port
 }
 
 // Push publishes the requests produced and notifies the back end if it
-// asked to be.
+// asked to be; otherwise it still releases them to a back end on another
+// host, which may be polling.
 func (f *Front) Push() error {
+	f.evt.Acquire() // the back end's req_event
 	if f.PushRequests() {
 		return f.evt.Notify(f.port)
 	}
+	f.evt.Release(f.port)
 	return nil
 }
 
@@ -107,6 +121,7 @@ func (f *Front) Push() error {
 // for none), with the final check that sets rsp_event before sleeping.
 func (f *Front) WaitResponses(deadline time.Time) error {
 	for {
+		f.evt.Acquire()
 		more, err := f.FinalCheckForResponses()
 		if err != nil || more {
 			return err
@@ -134,17 +149,20 @@ func NewBack(shared []byte, entrySize int, evt *evtchn.Handle, port evtchn.Port)
 }
 
 // Push publishes the responses produced and notifies the front end if it
-// asked to be.
+// asked to be; otherwise it still releases them.
 func (b *Back) Push() error {
+	b.evt.Acquire() // the front end's rsp_event
 	if b.PushResponses() {
 		return b.evt.Notify(b.port)
 	}
+	b.evt.Release(b.port)
 	return nil
 }
 
 // WaitRequests blocks until a request is there (or the deadline).
 func (b *Back) WaitRequests(deadline time.Time) error {
 	for {
+		b.evt.Acquire()
 		more, err := b.FinalCheckForRequests()
 		if err != nil || more {
 			return err
@@ -182,15 +200,38 @@ func newPipe(shared []byte, evt *evtchn.Handle, port evtchn.Port) (pipe, error) 
 	if err != nil {
 		return pipe{}, fmt.Errorf("ring: pipe data area of %d bytes: %w", len(shared)-PipeHeader, err)
 	}
+	// Every write to the pages is reported: a release across hosts then
+	// ships those bytes, however large the ring.
+	evt.Explicit(shared)
+	s.Wrote = evt.Wrote
 	return pipe{s: s, ctl: shared, evt: evt, port: port}, nil
 }
 
-// wakePeer notifies the peer if it set flag (and clears it).
-func (p *pipe) wakePeer(flag int) error {
+// store sets a control word and reports it.
+func (p *pipe) store(off int, v uint32) {
+	ring.Store32(p.ctl, off, v)
+	p.evt.Wrote(p.ctl[off : off+4])
+}
+
+// publish makes what this end wrote visible to the peer: it notifies the
+// peer if it set flag (and clears it), else releases without an event
+// (a peer polling the indices on another host sees it).
+func (p *pipe) publish(flag int) error {
+	p.evt.Acquire()
 	if ring.Load32(p.ctl, flag) != 0 && ring.And32(p.ctl, flag, 0) != 0 {
+		p.evt.Wrote(p.ctl[flag : flag+4])
 		return p.evt.Notify(p.port)
 	}
+	p.evt.Release(p.port)
 	return nil
+}
+
+// ready acquires and then reports cond, for spin.
+func (p *pipe) ready(cond func() bool) func() bool {
+	return func() bool {
+		p.evt.Acquire()
+		return cond()
+	}
 }
 
 // PipeWriter writes a byte stream into shared pages: one header page and
@@ -201,7 +242,7 @@ type PipeWriter struct{ pipe }
 // before granting the pages.
 func NewPipeWriter(shared []byte, evt *evtchn.Handle, port evtchn.Port) (*PipeWriter, error) {
 	if len(shared) > PipeHeader {
-		clear(shared[:PipeHeader])
+		clear(shared[:PipeHeader]) // before it is granted: no report needed
 	}
 	p, err := newPipe(shared, evt, port)
 	if err != nil {
@@ -221,20 +262,24 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 		if n > 0 {
 			done += n
 			b = b[n:]
-			if err := w.wakePeer(pipeReadWait); err != nil {
+			if err := w.publish(pipeReadWait); err != nil {
 				return done, err
 			}
 			continue
 		}
-		if spin(func() bool { room, err := w.s.Writable(); return room > 0 || err != nil }) {
+		if spin(w.ready(func() bool { room, err := w.s.Writable(); return room > 0 || err != nil })) {
 			continue
 		}
-		ring.Store32(w.ctl, pipeWritWait, 1)
+		w.store(pipeWritWait, 1)
+		w.evt.Acquire()
 		if room, err := w.s.Writable(); err != nil || room > 0 {
 			if err != nil {
 				return done, err
 			}
 			continue
+		}
+		if w.evt.PeerGone(w.port) {
+			return done, ErrPeerGone
 		}
 		if err := waitPort(w.evt, time.Time{}); err != nil {
 			return done, err
@@ -245,7 +290,7 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 
 // Close tells the reader that no more data comes.
 func (w *PipeWriter) Close() error {
-	ring.Store32(w.ctl, pipeClosed, 1)
+	w.store(pipeClosed, 1)
 	return w.evt.Notify(w.port)
 }
 
@@ -268,20 +313,22 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	for {
+		r.evt.Acquire()
 		n, err := r.s.Read(b)
 		if err != nil {
 			return 0, err
 		}
 		if n > 0 {
-			return n, r.wakePeer(pipeWritWait)
+			return n, r.publish(pipeWritWait)
 		}
-		if spin(func() bool {
+		if spin(r.ready(func() bool {
 			avail, err := r.s.Readable()
 			return avail > 0 || err != nil || ring.Load32(r.ctl, pipeClosed) != 0
-		}) && ring.Load32(r.ctl, pipeClosed) == 0 {
+		})) && ring.Load32(r.ctl, pipeClosed) == 0 {
 			continue
 		}
-		ring.Store32(r.ctl, pipeReadWait, 1)
+		r.store(pipeReadWait, 1)
+		r.evt.Acquire()
 		if avail, err := r.s.Readable(); err != nil || avail > 0 {
 			if err != nil {
 				return 0, err
@@ -297,6 +344,9 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 				continue
 			}
 			return 0, io.EOF
+		}
+		if r.evt.PeerGone(r.port) {
+			return 0, ErrPeerGone
 		}
 		if err := waitPort(r.evt, time.Time{}); err != nil {
 			return 0, err

@@ -16,9 +16,10 @@
 // Frames interface, so the agent backs them with memfd mappings and tests
 // with slices. Copy moves bytes between frames after checking both sides.
 //
-// Twin, Diff, Apply and the Runs encoding are the building blocks of the
-// cross-host memory model of DESIGN.md §3: a page's changes since its twin
-// as a compact list of byte runs.
+// remote.go holds the cross-host half: pins that domains of other hosts
+// hold on local grants, tracked per mapping host, and maps of other
+// hosts' grants, which take a maptrack slot here. The pages themselves
+// are kept coherent by the domains' libraries (guest/link).
 //
 // The package has no syscalls and no goroutines. A Table is not safe for
 // concurrent use; entry words shared with domains are only touched with

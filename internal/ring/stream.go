@@ -20,6 +20,11 @@ type Stream struct {
 	mask             uint32
 	idx              []byte
 	consOff, prodOff int
+
+	// Wrote, if set, is told of every region of shared memory that Read
+	// and Write change: the memory model across hosts ships exactly
+	// those bytes (guest/link's explicit mode).
+	Wrote func(b []byte)
 }
 
 // NewStream describes a stream whose data area is data and whose indices
@@ -91,6 +96,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 	c := copy(p[:n], s.data[off:])
 	copy(p[c:n], s.data)
 	Store32(s.idx, s.consOff, cons+n)
+	if s.Wrote != nil {
+		s.Wrote(s.idx[s.consOff : s.consOff+4])
+	}
 	return int(n), nil
 }
 
@@ -109,5 +117,12 @@ func (s *Stream) Write(p []byte) (int, error) {
 	c := copy(s.data[off:], p[:n])
 	copy(s.data, p[c:n])
 	Store32(s.idx, s.prodOff, prod+n)
+	if s.Wrote != nil {
+		s.Wrote(s.data[off : off+uint32(c)])
+		if uint32(c) < n {
+			s.Wrote(s.data[:n-uint32(c)])
+		}
+		s.Wrote(s.idx[s.prodOff : s.prodOff+4])
+	}
 	return int(n), nil
 }
