@@ -77,7 +77,7 @@ type peerLink struct {
 	out    []byte // frames queued for writing, in order
 	spare  []byte
 	early  map[Port]bool // events for ports not bound yet (see BindPort)
-	staged []*rel         // rels with updates of a release not committed yet
+	staged []*rel        // rels with updates of a release not committed yet
 
 	wmu sync.Mutex // serialises writes to fd; before State.mu, never under it
 }
