@@ -1,7 +1,8 @@
-package domain_test
+package domaintest
 
-// Domain programs: the test binary re-executed as a domain (see
-// domaintest). Each returns nil on success; the tests read the exit code.
+// Domain programs: a test binary re-executed as a domain (see Main), on
+// one host (internal/domain's tests) or several (internal/clustertest's).
+// Each returns nil on success; the tests read the exit code.
 
 import (
 	"errors"
@@ -22,7 +23,6 @@ import (
 	gring "shi/guest/ring"
 	"shi/guest/xs"
 	"shi/internal/abi"
-	"shi/internal/domain/domaintest"
 	"shi/internal/hypercall"
 	"shi/internal/shm"
 )
@@ -30,21 +30,21 @@ import (
 const waitLong = 20 * time.Second
 
 func init() {
-	domaintest.Register("pong", pong)
-	domaintest.Register("ping", ping)
-	domaintest.Register("evt-recv", evtRecv)
-	domaintest.Register("evt-send", evtSend)
-	domaintest.Register("ring-front", ringFront)
-	domaintest.Register("ring-back", ringBack)
-	domaintest.Register("granter", granter)
-	domaintest.Register("mapper", mapper)
-	domaintest.Register("survivor", survivor)
-	domaintest.Register("binder", binder)
-	domaintest.Register("victim", victim)
-	domaintest.Register("hostile", hostile)
-	domaintest.Register("crash-once", crashOnce)
-	domaintest.Register("sleeper", sleeper)
-	domaintest.Register("whoami", whoami)
+	Register("pong", pong)
+	Register("ping", ping)
+	Register("evt-recv", evtRecv)
+	Register("evt-send", evtSend)
+	Register("ring-front", ringFront)
+	Register("ring-back", ringBack)
+	Register("granter", granter)
+	Register("mapper", mapper)
+	Register("survivor", survivor)
+	Register("binder", binder)
+	Register("victim", victim)
+	Register("hostile", hostile)
+	Register("crash-once", crashOnce)
+	Register("sleeper", sleeper)
+	Register("whoami", whoami)
 }
 
 func me() abi.DomID {
@@ -59,7 +59,7 @@ func envDom(name string) abi.DomID {
 
 // waitDomid reads a domid from path, waiting for it.
 func waitDomid(c *xs.Client, path string) (abi.DomID, error) {
-	d, err := domaintest.WaitDomid(c, path, waitLong)
+	d, err := WaitDomid(c, path, waitLong)
 	return abi.DomID(d), err
 }
 
@@ -77,7 +77,7 @@ func publish(c *xs.Client, key, value string, reader abi.DomID) error {
 }
 
 func readNum(c *xs.Client, path string) (uint32, error) {
-	v, err := domaintest.WaitRead(c, path, waitLong)
+	v, err := WaitRead(c, path, waitLong)
 	if err != nil {
 		return 0, err
 	}
@@ -131,7 +131,7 @@ func bindTo(c *xs.Client, e *evtchn.Handle, peer abi.DomID) (evtchn.Port, error)
 	return p, e.Unmask(p)
 }
 
-func open() (*xs.Client, *evtchn.Handle, error) {
+func openDomain() (*xs.Client, *evtchn.Handle, error) {
 	c, err := xs.OpenEnv()
 	if err != nil {
 		return nil, nil, err
@@ -149,7 +149,7 @@ func rounds() int {
 }
 
 func pong() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func pong() error {
 }
 
 func ping() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func ping() error {
 
 // evtRecv checks coalescing and masking on the receiving side.
 func evtRecv() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func evtRecv() error {
 	if err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/sent1", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/sent1", waitLong); err != nil {
 		return err
 	}
 	// Ten sends, one event.
@@ -223,7 +223,7 @@ func evtRecv() error {
 	if err := publish(c, "masked", "1", peer); err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/sent2", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/sent2", waitLong); err != nil {
 		return err
 	}
 	if _, err := e.Pending(); !errors.Is(err, evtchn.ErrNoEvent) {
@@ -246,7 +246,7 @@ func evtRecv() error {
 }
 
 func evtSend() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -263,7 +263,7 @@ func evtSend() error {
 	if err := publish(c, "sent1", "1", peer); err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/masked", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/masked", waitLong); err != nil {
 		return err
 	}
 	if err := e.Notify(p); err != nil {
@@ -300,7 +300,7 @@ const ringRequests = 1000
 
 // ringFront shares a ring page with PEER and sends requests through it.
 func ringFront() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -360,7 +360,7 @@ func ringFront() error {
 }
 
 func ringBack() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -425,9 +425,11 @@ func getU64(b []byte) (v uint64) {
 }
 
 // granter checks that ending access to a mapped grant fails until the
-// mapper unmaps it.
+// mapper unmaps it. The mapper's write reaches it with an event, as Xen
+// drivers signal: across hosts the page is coherent at events
+// (DESIGN.md §3), not at XenStore writes.
 func granter() error {
-	c, err := xs.OpenEnv()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -445,13 +447,20 @@ func granter() error {
 	if err != nil {
 		return err
 	}
+	p, err := e.AllocUnbound(peer)
+	if err != nil {
+		return err
+	}
 	if err := publish(c, "ref", strconv.Itoa(int(s.Refs[0])), peer); err != nil {
 		return err
 	}
 	if err := publish(c, "ro-ref", strconv.Itoa(int(ro)), peer); err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/mapped", waitLong); err != nil {
+	if err := publish(c, "port", strconv.Itoa(int(p)), peer); err != nil {
+		return err
+	}
+	if _, err := WaitRead(c, home(peer)+"/data/mapped", waitLong); err != nil {
 		return err
 	}
 	if f := g.Entry(s.Refs[0]).Flags; f&(abi.GTF_reading|abi.GTF_writing) != abi.GTF_reading|abi.GTF_writing {
@@ -460,8 +469,8 @@ func granter() error {
 	if f := g.Entry(ro).Flags; f&abi.GTF_reading == 0 || f&abi.GTF_writing != 0 {
 		return fmt.Errorf("read-only grant flags while mapped: %#x", f)
 	}
-	if string(s.Bytes()[100:115]) != "mapper was here" {
-		return fmt.Errorf("mapper's write not in our page: %q", s.Bytes()[100:115])
+	if err := waitFor(e, p, func() bool { return string(s.Bytes()[100:115]) == "mapper was here" }); err != nil {
+		return fmt.Errorf("mapper's write not in our page: %q: %w", s.Bytes()[100:115], err)
 	}
 	if err := g.EndAccess(s.Refs[0]); !errors.Is(err, gnttab.ErrBusy) {
 		return fmt.Errorf("end access while mapped: %v", err)
@@ -469,20 +478,36 @@ func granter() error {
 	if err := publish(c, "tried", "1", peer); err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/unmapped", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/unmapped", waitLong); err != nil {
 		return err
+	}
+	// The unmaps went before the mapper's note; across hosts the grant is
+	// unpinned once its fence is applied, which EndAccess does.
+	if err := waitFor(e, p, func() bool { return g.EndAccess(ro) == nil }); err != nil {
+		return fmt.Errorf("end access of the read-only grant after unmap: %w", err)
 	}
 	if f := g.Entry(s.Refs[0]).Flags; f&(abi.GTF_reading|abi.GTF_writing) != 0 {
 		return fmt.Errorf("flags after unmap: %#x", f)
 	}
-	if err := g.EndAccess(ro); err != nil {
-		return err
-	}
 	return g.Unshare(s)
 }
 
+// waitFor waits, taking events on p, until cond holds.
+func waitFor(e *evtchn.Handle, p evtchn.Port, cond func() bool) error {
+	deadline := time.Now().Add(waitLong)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return ErrTimeout
+		}
+		if got, err := e.Wait(100 * time.Millisecond); err == nil {
+			e.Unmask(got)
+		}
+	}
+	return nil
+}
+
 func mapper() error {
-	c, err := xs.OpenEnv()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -491,6 +516,10 @@ func mapper() error {
 		return err
 	}
 	ref, ro := nums[0], nums[1]
+	p, err := bindTo(c, e, peer)
+	if err != nil {
+		return err
+	}
 	g, err := gnttab.OpenSelf()
 	if err != nil {
 		return err
@@ -510,16 +539,22 @@ func mapper() error {
 		return fmt.Errorf("mapped page shows %q", m.Bytes()[:22])
 	}
 	copy(m.Bytes()[100:], "mapper was here")
+	if err := e.Notify(p); err != nil {
+		return err
+	}
 	if err := publish(c, "mapped", "1", peer); err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/tried", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/tried", waitLong); err != nil {
 		return err
 	}
 	if err := g.Unmap(m); err != nil {
 		return err
 	}
 	if err := g.Unmap(mro); err != nil {
+		return err
+	}
+	if err := e.Notify(p); err != nil {
 		return err
 	}
 	if err := publish(c, "unmapped", "1", peer); err != nil {
@@ -530,7 +565,7 @@ func mapper() error {
 
 // survivor waits for its peer to die and sees its port go unbound.
 func survivor() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -538,7 +573,7 @@ func survivor() error {
 	if err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(peer)+"/data/bound", waitLong); err != nil {
+	if _, err := WaitRead(c, home(peer)+"/data/bound", waitLong); err != nil {
 		return err
 	}
 	if err := publish(c, "waiting", "1", 0); err != nil {
@@ -559,7 +594,7 @@ func survivor() error {
 }
 
 func binder() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -575,7 +610,7 @@ func binder() error {
 
 // victim offers a grant and a port to somebody else, readable by all.
 func victim() error {
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
@@ -632,11 +667,11 @@ func hostile() error {
 	if err := garbage(); err != nil {
 		errs = append(errs, err)
 	}
-	c, e, err := open()
+	c, e, err := openDomain()
 	if err != nil {
 		return err
 	}
-	if _, err := domaintest.WaitRead(c, home(victim)+"/data/ready", waitLong); err != nil {
+	if _, err := WaitRead(c, home(victim)+"/data/ready", waitLong); err != nil {
 		return err
 	}
 	ref, err := readNum(c, home(victim)+"/data/ref")
