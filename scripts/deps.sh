@@ -4,7 +4,8 @@
 # says what is missing and fails.
 #
 #   Go modules            go mod download
-#   Debian packages       xenstore-utils (xenstore-read, -write, ...), iproute2
+#   Debian packages       xenstore-utils (xenstore-read, -write, ...), iproute2,
+#                         nftables (packet loss on a test host's link)
 #   Xen's test-xenstore   xen-utils-4.17 + libxenmisc4.17, fetched with
 #                         apt-get download and unpacked with dpkg -x into
 #                         .cache/xen (installing xen-utils-4.17 with apt would
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 log() { echo "deps: $*" >&2; }
 
 # Debian packages the tests run, with one file each package provides.
-apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip)
+apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft)
 # Packages unpacked (not installed) into .cache/xen, and the file that shows
 # they are there.
 xen_cache=.cache/xen

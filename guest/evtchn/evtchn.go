@@ -614,6 +614,11 @@ func (h *Handle) Release(p Port) {
 	}
 }
 
+// View runs read while no page update from another host is applied (by
+// another thread's acquire): a ring's indices and the data they cover
+// are then seen together. read must not call into the library.
+func (h *Handle) View(read func()) { h.ln.View(read) }
+
 // Explicit declares that every write to b, memory shared across hosts,
 // is reported with Wrote, so releases ship those bytes and need not
 // compare whole pages.

@@ -597,17 +597,9 @@ func (h *Handle) Unmap(mp *Mapping) error {
 			h.c.Call(hypercall.Msg{Op: hypercall.OpEvtchnSend, Port: port})
 		}
 	}
-	// Handles the agent revoked are gone from maps; only live ones are
-	// unmapped there.
-	var live []abi.GrantHandle
-	h.d.mu.Lock()
-	for _, hd := range mp.handles {
-		if h.d.maps[hd] == mp {
-			live = append(live, hd)
-		}
-	}
-	h.d.mu.Unlock()
-	return h.unmapHandles(live)
+	// Revoked handles too: the agent keeps them (as Xen keeps a dead
+	// granter's page mapped) until they are unmapped.
+	return h.unmapHandles(mp.handles)
 }
 
 // Copy direction helpers build one gnttab_copy whose local side is the

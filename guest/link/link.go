@@ -46,6 +46,13 @@ type State struct {
 	ep     int          // epoll set of the links, level-triggered; see Fd
 	nlinks atomic.Int32 // working links: zero makes Acquire free
 
+	// view is held for writing while updates are applied, and for reading
+	// by the ring code while it reads indices and the data they cover
+	// (View): the runs of a release are applied in page order, not in the
+	// order the peer wrote them, so another thread must not look halfway.
+	// Taken before mu.
+	view sync.RWMutex
+
 	// mu guards everything below, and every link's buffers and rel.
 	mu       sync.Mutex
 	links    map[DomID]*peerLink
@@ -264,6 +271,7 @@ func (s *State) Acquire() {
 		return
 	}
 	in := inbox{wait: true}
+	s.view.Lock()
 	s.mu.Lock()
 	for _, r := range s.rels {
 		r.applyPending()
@@ -272,7 +280,18 @@ func (s *State) Acquire() {
 		s.drainLocked(l, true, &in)
 	}
 	s.mu.Unlock()
+	s.view.Unlock()
 	in.deliver(s)
+}
+
+// View runs read, which reads memory shared across hosts (a ring's
+// indices and the data they cover), while no update is being applied:
+// what it sees of each release is all or nothing. read must not call
+// into the library.
+func (s *State) View(read func()) {
+	s.view.RLock()
+	defer s.view.RUnlock()
+	read()
 }
 
 // flush writes l's queued frames, waiting for room as a blocking write

@@ -220,6 +220,7 @@ func (p *Pending) Replica(timeout time.Duration) (*Replica, error) {
 	s, r := p.s, p.r
 	deadline := time.Now().Add(timeout)
 	for {
+		s.view.Lock()
 		s.mu.Lock()
 		l := s.links[r.key.peer]
 		var in inbox
@@ -229,6 +230,7 @@ func (p *Pending) Replica(timeout time.Duration) (*Replica, error) {
 		err := r.memLocked(s)
 		ready, revoked := r.ready, r.revoked
 		s.mu.Unlock()
+		s.view.Unlock()
 		in.deliver(s)
 		switch {
 		case err != nil:

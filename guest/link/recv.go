@@ -168,12 +168,18 @@ func (s *State) background() {
 	scratch := make([]byte, pageSize)
 	for {
 		time.Sleep(wait)
+		// A fence applies the mapper's last writes (see framesLocked).
+		if !s.view.TryLock() {
+			continue
+		}
 		if !s.mu.TryLock() {
+			s.view.Unlock()
 			continue // someone is in the library: they release and acquire
 		}
 		if len(s.links) == 0 {
 			s.bg = false
 			s.mu.Unlock()
+			s.view.Unlock()
 			return
 		}
 		var in inbox
@@ -193,6 +199,7 @@ func (s *State) background() {
 			}
 		}
 		s.mu.Unlock()
+		s.view.Unlock()
 		in.deliver(s)
 		for _, l := range ls {
 			// Never wait here: a writer holding wmu writes what is

@@ -132,6 +132,12 @@ func (f *Front) WaitResponses(deadline time.Time) error {
 	}
 }
 
+// NextResponse is ring.Front's, seen whole (see evtchn.Handle.View).
+func (f *Front) NextResponse() (rsp []byte, err error) {
+	f.evt.View(func() { rsp, err = f.Front.NextResponse() })
+	return rsp, err
+}
+
 // Back is the back end of an io/ring.h ring.
 type Back struct {
 	*ring.Back
@@ -171,6 +177,12 @@ func (b *Back) WaitRequests(deadline time.Time) error {
 			return err
 		}
 	}
+}
+
+// NextRequest is ring.Back's, seen whole (see evtchn.Handle.View).
+func (b *Back) NextRequest() (req []byte, err error) {
+	b.evt.View(func() { req, err = b.Back.NextRequest() })
+	return req, err
 }
 
 // Pipe layout: page 0 holds the control words, the data area follows.
@@ -314,7 +326,9 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 	}
 	for {
 		r.evt.Acquire()
-		n, err := r.s.Read(b)
+		var n int
+		var err error
+		r.evt.View(func() { n, err = r.s.Read(b) })
 		if err != nil {
 			return 0, err
 		}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
 	"shi/api"
@@ -128,6 +130,7 @@ func (a *agent) metrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	st := a.xs.Stats()
 	s := a.replica.State()
+	hs := a.hv.Stats()
 	m := []struct {
 		name, help, typ string
 		v               float64
@@ -140,8 +143,26 @@ func (a *agent) metrics(w http.ResponseWriter, r *http.Request) {
 		{"shi_xenstore_generation", "Generation counter of the XenStore tree.", "counter", float64(s.Generation())},
 		{"shi_directory_applied_index", "Last directory log entry applied on this host.", "gauge", float64(a.replica.Applied())},
 		{"shi_domains", "Domains in the cluster's domain table.", "gauge", float64(len(a.replica.Domains()))},
+		{"shi_hypervisor_domains", "Domains this host's hypervisor serves.", "gauge", float64(hs.Domains)},
+		{"shi_hypervisor_ports", "Open event-channel ports of this host's domains.", "gauge", float64(hs.Ports)},
+		{"shi_hypervisor_pages", "Pages this host's domains share.", "gauge", float64(hs.Pages)},
+		{"shi_hypervisor_maps", "Grants this host's domains map, of any host.", "gauge", float64(hs.Maps)},
+		{"shi_hypervisor_remote_pins", "Pins other hosts' domains hold on this host's grants.", "gauge", float64(hs.RemotePins)},
+		{"shi_hypervisor_links", "Links between this host's domains and other hosts' domains.", "gauge", float64(hs.Links)},
+		{"shi_hypervisor_pending", "Domain requests waiting for another host.", "gauge", float64(hs.Pending)},
+		{"go_goroutines", "Goroutines of the agent.", "gauge", float64(runtime.NumGoroutine())},
+		{"process_open_fds", "Open descriptors of the agent.", "gauge", float64(openFDs())},
 	}
 	for _, x := range m {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", x.name, x.help, x.name, x.typ, x.name, x.v)
 	}
+}
+
+// openFDs counts the agent's open descriptors.
+func openFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }

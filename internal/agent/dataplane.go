@@ -58,21 +58,21 @@ func (a *agent) dataAddr(host string) (string, bool) {
 	return "", false
 }
 
-// acceptLink hands a link another host dialed to the hypervisor.
+// acceptLink hands a link another host dialed to the hypervisor: it is
+// recorded before the verdict goes out (LinkFile sends it), so the
+// dialer's requests find it, and handed to the domain after.
 func (a *agent) acceptLink(from string, hello []byte, c net.Conn) error {
-	f, err := a.mesh.LinkFile(c)
+	up, err := a.hv.AcceptLink(from, hello)
 	if err != nil {
-		return err
-	}
-	if err := a.hv.AcceptLink(from, hello, f); err != nil {
-		f.Close()
 		var e syscall.Errno
 		if errors.As(err, &e) {
 			return e
 		}
 		return err
 	}
-	return nil
+	f, err := a.mesh.LinkFile(c)
+	up(f) // nil: gives up
+	return err
 }
 
 // meshPeers is the hypervisor's view of the mesh, which starts after the

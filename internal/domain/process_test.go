@@ -240,3 +240,11 @@ func dom0(t *testing.T, e *domaintest.Env) *xs.Client {
 }
 
 var errNoent = syscall.ENOENT
+
+// TestPipeDuplex streams checksummed bytes both ways at once through two
+// pipes in granted pages, in random chunk sizes.
+func TestPipeDuplex(t *testing.T) {
+	e := domaintest.Start(t)
+	pair(t, e, "left", "pipe-duplex", "right", "pipe-duplex", "TOTAL=8388608", "PAGES=16")
+	expectOK(t, e, "left", "right")
+}

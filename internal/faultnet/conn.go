@@ -54,6 +54,11 @@ type chunk struct {
 	b   []byte
 }
 
+// NetConn returns the wrapped connection, for a caller that hands the
+// socket itself to another process while no fault is set (it then
+// bypasses the hook for good).
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 // isCut reports whether the stream is cut, making the cut sticky.
 func (c *conn) isCut() bool {
 	if c.cut.Load() {

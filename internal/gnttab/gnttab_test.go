@@ -192,15 +192,24 @@ func TestRemoveDomain(t *testing.T) {
 	m1, _ := tab.Map(2, 1, 8, false) // dom2 maps dom1's grant
 	m2, _ := tab.Map(1, 2, 8, true)  // dom1 maps dom2's grant
 	got := tab.RemoveDomain(1)
-	want := Removed{Unmapped: []Mapping{m2}, Revoked: []Mapping{m1}}
+	revoked := m1
+	revoked.Revoked = true
+	want := Removed{Unmapped: []Mapping{m2}, Revoked: []Mapping{revoked}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("Removed (-want +got):\n%s", diff)
 	}
 	if flags(tables[2], 8) != abi.GTF_permit_access|abi.GTF_readonly|abi.GTF_shi_mapped {
 		t.Errorf("dom2's grant still pinned: %#x", flags(tables[2], 8))
 	}
+	// As in Xen, the mapper keeps its handle until it unmaps it.
+	if len(tab.Mappings(2)) != 0 {
+		t.Errorf("a revoked map is listed: %+v", tab.Mappings(2))
+	}
+	if _, st := tab.Unmap(2, m1.Handle); st != Okay {
+		t.Errorf("unmap of a revoked mapping: %v", st)
+	}
 	if _, st := tab.Unmap(2, m1.Handle); st != BadHandle {
-		t.Errorf("revoked mapping still unmappable: %v", st)
+		t.Errorf("second unmap of a revoked mapping: %v", st)
 	}
 	if _, st := tab.Map(2, 1, 8, true); st != BadDomain {
 		t.Errorf("map of a dead domain: %v", st)

@@ -152,11 +152,10 @@ func (t *Table) DropGranterHost(host string) []Mapping {
 func (t *Table) revoke(match func(*Mapping) bool) []Mapping {
 	var out []Mapping
 	for _, id := range t.sortedDoms() {
-		md := t.doms[id]
-		for h, m := range md.maps {
-			if m != nil && m.Host != "" && match(m) {
+		for _, m := range t.doms[id].maps {
+			if m != nil && m.Host != "" && !m.Revoked && match(m) {
+				m.Revoked = true // the handle stays until unmapped
 				out = append(out, *m)
-				md.release(Handle(h))
 			}
 		}
 	}

@@ -151,6 +151,20 @@ func TestMapRemote(t *testing.T) {
 	if len(tab.Mappings(2)) != 0 {
 		t.Fatalf("left: %+v", tab.Mappings(2))
 	}
+	// Revoked maps keep their handles (and slots) until unmapped.
+	if tab.HasRoom(2) {
+		if _, st := tab.MapRemote(2, "b", 50, 11, 7, false, 9); st != Okay {
+			t.Fatal(st)
+		}
+	}
+	if tab.HasRoom(2) {
+		t.Fatal("revoked maps gave their slots back before their unmap")
+	}
+	for _, h := range hs[:3] {
+		if _, st := tab.Unmap(2, h); st != Okay {
+			t.Fatalf("unmap of revoked handle %d: %v", h, st)
+		}
+	}
 	// A local granter's death leaves remote mappings alone.
 	tab.MapRemote(2, "b", 1, 8, 7, false, 0)
 	if r := tab.RemoveDomain(1); len(r.Revoked) != 0 {

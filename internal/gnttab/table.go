@@ -38,6 +38,11 @@ type Mapping struct {
 	// local), and Gen the generation the mapper's library gave the map.
 	Host string
 	Gen  uint32
+	// Revoked: the granter is gone. The handle stays the mapper's (and
+	// takes a maptrack slot) until it unmaps it, as in Xen, where a dead
+	// granter's page stays mapped until then; so a handle never names
+	// two maps at once.
+	Revoked bool
 }
 
 // active is Xen's active grant entry: a grant pinned by maps or copies.
@@ -110,7 +115,7 @@ func (t *Table) RemoveDomain(dom DomID) Removed {
 	}
 	var r Removed
 	for _, m := range d.maps {
-		if m != nil {
+		if m != nil && !m.Revoked {
 			t.unpin(m)
 			r.Unmapped = append(r.Unmapped, *m)
 		}
@@ -118,10 +123,10 @@ func (t *Table) RemoveDomain(dom DomID) Removed {
 	r.RemotePins = d.remote
 	delete(t.doms, dom)
 	for _, md := range t.doms {
-		for h, m := range md.maps {
-			if m != nil && m.Granter == dom && m.Host == "" {
+		for _, m := range md.maps {
+			if m != nil && m.Granter == dom && m.Host == "" && !m.Revoked {
+				m.Revoked = true
 				r.Revoked = append(r.Revoked, *m)
-				md.release(Handle(h))
 			}
 		}
 	}
@@ -244,17 +249,19 @@ func (t *Table) Unmap(mapper DomID, h Handle) (Mapping, Status) {
 		return Mapping{}, BadHandle
 	}
 	m := md.maps[h]
-	t.unpin(m)
+	if !m.Revoked {
+		t.unpin(m)
+	}
 	md.release(h)
 	return *m, Okay
 }
 
-// Mappings lists what dom has mapped, by handle.
+// Mappings lists what dom has mapped, by handle, revoked maps left out.
 func (t *Table) Mappings(dom DomID) []Mapping {
 	var out []Mapping
 	if d := t.doms[dom]; d != nil {
 		for _, m := range d.maps {
-			if m != nil {
+			if m != nil && !m.Revoked {
 				out = append(out, *m)
 			}
 		}

@@ -440,3 +440,28 @@ func (f *frames) Frame(dom DomID, gfn uint32) []byte {
 	}
 	return p.m.Bytes()
 }
+
+// Stats counts what the hypervisor holds, for /metrics and leak checks.
+type Stats struct {
+	Domains    int // local domains
+	Ports      int // their open ports
+	Pages      int // their shared pages
+	Maps       int // grants they map (local and remote)
+	RemotePins int // pins other hosts' domains hold on their grants
+	Links      int // links between local and remote domains
+	Pending    int // requests waiting for another host
+}
+
+// Stats reports what the hypervisor holds now.
+func (h *Hypervisor) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := Stats{Domains: len(h.doms), Links: len(h.links), Pending: len(h.pending)}
+	for id, d := range h.doms {
+		st.Ports += len(h.evt.Ports(id))
+		st.Pages += d.npages
+		st.Maps += len(h.gnt.Mappings(id))
+		st.RemotePins += len(h.gnt.RemotePins(id))
+	}
+	return st
+}

@@ -33,8 +33,9 @@ type linkKey struct{ local, peer DomID }
 type link struct {
 	host    string
 	f       *os.File // this end, kept to shut the link down
-	up      bool
-	dialing bool      // our dial is in flight
+	up        bool
+	dialing   bool // our dial is in flight
+	accepting bool // the peer's dial is being accepted (AcceptLink)
 	since   time.Time // when it started to wait, for the sweeper
 	waiters []func(error)
 }
@@ -96,7 +97,7 @@ func (h *Hypervisor) withLink(d *vdom, peer DomID, host string, then func(error)
 // Preconditions: h.mu held.
 func (h *Hypervisor) dialed(key linkKey, l *link, f *os.File, err error) {
 	l.dialing = false
-	if h.links[key] != l || l.up || h.closed {
+	if h.links[key] != l || l.up || l.accepting || h.closed {
 		// Dropped meanwhile (its domain or host went), or the peer's own
 		// dial won: this one is not needed.
 		if f != nil {
@@ -120,35 +121,64 @@ func (h *Hypervisor) dialed(key linkKey, l *link, f *os.File, err error) {
 }
 
 // AcceptLink takes a link another host dialed for one of our domains
-// (hello says which); on success it owns f. On error the caller refuses
-// the link with the error's errno.
-func (h *Hypervisor) AcceptLink(from string, hello []byte, f *os.File) error {
+// (hello says which), in two steps: AcceptLink records it as coming, so
+// that the dialer's requests, which follow the acceptor's verdict, find
+// it; then the returned up function gives it the link's descriptor, once
+// the verdict is on its way (a domain may write only after it). up(nil)
+// gives up. On error the caller refuses the link with the error's errno.
+func (h *Hypervisor) AcceptLink(from string, hello []byte) (up func(*os.File), err error) {
 	src, dst, err := decodeHello(hello)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return fmt.Errorf("hypervisor: closed: %w", syscall.ESHUTDOWN)
+		return nil, fmt.Errorf("hypervisor: closed: %w", syscall.ESHUTDOWN)
 	}
 	if h.doms[dst] == nil {
-		return fmt.Errorf("hypervisor: link from %s/dom%d for dom%d: no such domain: %w", from, src, dst, syscall.ESRCH)
+		return nil, fmt.Errorf("hypervisor: link from %s/dom%d for dom%d: no such domain: %w", from, src, dst, syscall.ESRCH)
 	}
 	key := linkKey{dst, src}
 	l := h.links[key]
 	switch {
-	case l != nil && l.up:
-		return fmt.Errorf("hypervisor: dom%d already has a link to dom%d: %w", dst, src, syscall.EEXIST)
+	case l != nil && (l.up || l.accepting):
+		return nil, fmt.Errorf("hypervisor: dom%d already has a link to dom%d: %w", dst, src, syscall.EEXIST)
 	case l != nil && l.dialing && h.host < from:
-		return fmt.Errorf("hypervisor: dom%d is dialing dom%d itself: %w", dst, src, syscall.EEXIST)
+		return nil, fmt.Errorf("hypervisor: dom%d is dialing dom%d itself: %w", dst, src, syscall.EEXIST)
 	case l == nil:
-		l = &link{host: from}
+		l = &link{since: time.Now()}
 		h.links[key] = l
 	}
-	l.host = from
-	h.linkUp(key, l, f)
-	return nil
+	l.host, l.accepting = from, true
+	return func(f *os.File) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		l.accepting = false
+		switch {
+		case f == nil:
+			h.closeLinks(func(k linkKey, x *link) bool { return x == l })
+		case h.links[key] != l || h.doms[dst] == nil || h.closed:
+			shutdown(f) // its domain went meanwhile
+		default:
+			h.linkUp(key, l, f)
+		}
+	}, nil
+}
+
+// whenLinked runs then once the link local-peer on host is up, or with an
+// error if there is none (nor one being accepted).
+// Preconditions: h.mu held; then runs under it.
+func (h *Hypervisor) whenLinked(local, peer DomID, host string, then func(error)) {
+	l := h.links[linkKey{local, peer}]
+	switch {
+	case l == nil || l.host != host:
+		then(fmt.Errorf("hypervisor: dom%d has no link to %s/dom%d: %w", local, host, peer, syscall.ENOLINK))
+	case l.up:
+		then(nil)
+	default:
+		l.waiters = append(l.waiters, then)
+	}
 }
 
 // linkUp records a working link, hands the domain its end, and runs what

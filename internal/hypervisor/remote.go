@@ -327,20 +327,22 @@ func (h *Hypervisor) bindRemote(d *vdom, m hypercall.Msg, rde *evtchn.RemoteDoma
 // acceptBind is the peer's side of bindRemote.
 // Preconditions: h.mu held.
 func (h *Hypervisor) acceptBind(from string, m transport.Msg) {
-	resp := &transport.Msg{Kind: transport.KindBindResp, ID: m.ID}
 	dom, binder := DomID(m.ToDom), DomID(m.FromDom)
-	if l := h.links[linkKey{dom, binder}]; l == nil || !l.up || l.host != from {
-		// The binder's host links the pair before it asks.
-		resp.Errno = uint32(syscall.ENOLINK)
-	} else {
-		acts, err := h.evt.AcceptRemoteBind(dom, evtchn.Port(m.ToPort),
-			evtchn.Endpoint{Host: evtchn.Host(from), Dom: binder, Port: evtchn.Port(m.FromPort)})
+	// The binder's host links the pair before it asks; the link may still
+	// be on its way to the domain.
+	h.whenLinked(dom, binder, from, func(err error) {
+		resp := &transport.Msg{Kind: transport.KindBindResp, ID: m.ID}
+		if err == nil {
+			var acts []evtchn.Action
+			acts, err = h.evt.AcceptRemoteBind(dom, evtchn.Port(m.ToPort),
+				evtchn.Endpoint{Host: evtchn.Host(from), Dom: binder, Port: evtchn.Port(m.FromPort)})
+			h.do(nil, acts, nil)
+		}
 		if err != nil {
 			resp.Errno = uint32(errnoOf(err))
 		}
-		h.do(nil, acts, nil)
-	}
-	h.send(from, resp)
+		h.send(from, resp)
+	})
 }
 
 // mapRemote starts a map by d of a grant of a domain of another host.
@@ -405,15 +407,28 @@ func (h *Hypervisor) mapRemote(d *vdom, m hypercall.Msg, r *reply, host string) 
 // library (which sends the page over the link), answer.
 // Preconditions: h.mu held.
 func (h *Hypervisor) acceptMap(from string, m transport.Msg) {
+	granter, mapper := DomID(m.ToDom), DomID(m.FromDom)
+	if h.doms[granter] == nil {
+		h.send(from, &transport.Msg{Kind: transport.KindMapResp, ID: m.ID, Status: int16(gnttab.BadDomain)})
+		return
+	}
+	// The mapper's host links the pair first; the link may still be on its
+	// way to the granter, whose library must have it to send the page.
+	h.whenLinked(granter, mapper, from, func(err error) { h.acceptMapLinked(from, m, err) })
+}
+
+// acceptMapLinked pins and answers, once the pair is linked.
+// Preconditions: h.mu held.
+func (h *Hypervisor) acceptMapLinked(from string, m transport.Msg, linkErr error) {
 	resp := &transport.Msg{Kind: transport.KindMapResp, ID: m.ID, Arg: [4]uint32{gnttab.NoNotify}}
 	granter, mapper := DomID(m.ToDom), DomID(m.FromDom)
 	d := h.doms[granter]
 	readonly := m.Flags&abi.GNTMAP_readonly != 0
-	switch l := h.links[linkKey{granter, mapper}]; {
+	switch {
 	case d == nil:
 		resp.Status = int16(gnttab.BadDomain)
-	case l == nil || !l.up || l.host != from:
-		resp.Status = int16(gnttab.GeneralError) // the mapper's host links the pair first
+	case linkErr != nil:
+		resp.Status = int16(gnttab.GeneralError)
 	default:
 		p, st := h.gnt.PinRemote(gnttab.RemotePin{Host: from, Mapper: mapper, Granter: granter, Ref: gnttab.Ref(m.Ref),
 			Gen: m.Arg[0], Readonly: readonly, NotifyOff: m.Arg[1]})

@@ -132,11 +132,13 @@ func (p fakePeers) Link(ctx context.Context, host string, hello []byte) (*os.Fil
 		return nil, err
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "link"), os.NewFile(uintptr(fds[1]), "link")
-	if err := h.AcceptLink(p.self, hello, theirs); err != nil {
+	up, err := h.AcceptLink(p.self, hello)
+	if err != nil {
 		mine.Close()
 		theirs.Close()
 		return nil, err
 	}
+	up(theirs)
 	from, to, _ := decodeHello(hello)
 	if dup, err := unix.Dup(fds[0]); err == nil {
 		p.n.mu.Lock()

@@ -256,12 +256,13 @@ func TestLinkFileSocket(t *testing.T) {
 	}
 }
 
-// TestLinkFileRelay: with faults, LinkFile hands out a unix socket relayed
-// through the fault hook: a delay shows in the round trip and a cut stops
-// the traffic both ways.
+// TestLinkFileRelay: with a fault set when the link is made, LinkFile
+// hands out a unix socket relayed through the fault hook: a delay shows
+// in the round trip and a cut stops the traffic both ways.
 func TestLinkFileRelay(t *testing.T) {
 	f := faultnet.New()
 	a, b, bl := linkPair(t, f)
+	f.SetDelay(20*time.Millisecond, 0) // each side's egress: 20 ms each way
 	ca, err := a.DialLink(ctxTimeout(t, 5*time.Second), "B", []byte("file"))
 	if err != nil {
 		t.Fatal(err)
@@ -293,8 +294,6 @@ func TestLinkFileRelay(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	roundTrip()
-	f.SetDelay(20*time.Millisecond, 0) // each side's egress: 20 ms each way
 	if d := roundTrip(); d < 40*time.Millisecond {
 		t.Fatalf("round trip %v with a 20 ms one-way delay", d)
 	}
@@ -313,10 +312,38 @@ func TestLinkFileRelay(t *testing.T) {
 	waitFor(t, "A's relay to end", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.relays) == 0 })
 }
 
+// TestLinkFileNoFaultSet: a mesh with a fault hook but no fault set when
+// the link is made hands out the TCP socket itself, as in production.
+func TestLinkFileNoFaultSet(t *testing.T) {
+	a, _, bl := linkPair(t, faultnet.New())
+	ca, err := a.DialLink(ctxTimeout(t, 5*time.Second), "B", []byte("file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := a.LinkFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb := <-bl.files
+	defer fb.Close()
+	for _, f := range []*os.File{fa, fb} {
+		if d := fdInt(t, f, func(fd int) (int, error) { return unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN) }); d != unix.AF_INET {
+			t.Fatalf("%s: socket domain %d, want AF_INET", f.Name(), d)
+		}
+	}
+	fdWrite(t, fa, "ping")
+	if got := fdRead(t, fb, 4); got != "ping" {
+		t.Fatalf("B read %q", got)
+	}
+}
+
 // TestRelayEndsWithPeer: when the far end of a relayed link closes, the
 // relay ends and the domain's end reads EOF.
 func TestRelayEndsWithPeer(t *testing.T) {
-	a, _, bl := linkPair(t, faultnet.New())
+	f := faultnet.New()
+	f.SetDelay(time.Millisecond, 0)
+	a, _, bl := linkPair(t, f)
 	ca, err := a.DialLink(ctxTimeout(t, 5*time.Second), "B", []byte("conn"))
 	if err != nil {
 		t.Fatal(err)

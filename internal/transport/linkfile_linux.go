@@ -17,12 +17,15 @@ import (
 //
 // Normally the file is the TCP socket itself: a close-on-exec duplicate
 // in blocking mode, for a domain's plain read(2) and write(2), with
-// TCP_NODELAY set; c is closed, so the mesh keeps no copy. When the mesh
-// has a fault hook (Config.Faults), or c is not a bare TCP connection
-// (a future TLS stream), the file is instead one end of a unix
-// SOCK_STREAM socketpair, and two goroutines relay between the other end
-// and c, so the link's bytes pass through the hook (delay, cut). The relay
-// ends, closing both, when either side closes; Close ends it too.
+// TCP_NODELAY set; c is closed, so the mesh keeps no copy. When a fault
+// of the hook (Config.Faults) is set as the link is made, or c is not a
+// bare TCP connection (a future TLS stream), the file is instead one end
+// of a unix SOCK_STREAM socketpair, and two goroutines relay between the
+// other end and c, so the link's bytes pass through the hook (delay,
+// cut). The relay ends, closing both, when either side closes; Close ends
+// it too. A link made while no fault is set never sees the hook: tests
+// set their faults before the links they concern are made, and a test
+// agent's links cost what a real one's do.
 func (m *Mesh) LinkFile(c net.Conn) (*os.File, error) {
 	if lc, ok := c.(*linkConn); ok {
 		// The verdict must be in the socket before a domain can write.
@@ -32,8 +35,13 @@ func (m *Mesh) LinkFile(c net.Conn) (*os.File, error) {
 		}
 		c = lc.Conn
 	}
-	if tc, ok := c.(*net.TCPConn); ok && m.cfg.Faults == nil {
-		return socketFile(tc)
+	if !m.cfg.Faults.Active() {
+		if u, ok := c.(interface{ NetConn() net.Conn }); ok {
+			c = u.NetConn()
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			return socketFile(tc)
+		}
 	}
 	return m.relay(c)
 }

@@ -5,13 +5,17 @@ package domaintest
 // Each returns nil on success; the tests read the exit code.
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
-	"shi/internal/domain"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +27,7 @@ import (
 	gring "shi/guest/ring"
 	"shi/guest/xs"
 	"shi/internal/abi"
+	"shi/internal/domain"
 	"shi/internal/hypercall"
 	"shi/internal/shm"
 )
@@ -30,6 +35,10 @@ import (
 const waitLong = 20 * time.Second
 
 func init() {
+	Register("pipe-duplex", pipeDuplex)
+	Register("copy-src", copySrc)
+	Register("copy-dst", copyDst)
+	Register("copier", copier)
 	Register("pong", pong)
 	Register("ping", ping)
 	Register("evt-recv", evtRecv)
@@ -296,7 +305,17 @@ func waitGone(c *xs.Client, node string) error {
 	}
 }
 
-const ringRequests = 1000
+// ringRequests is how many requests the ring programs exchange: REQUESTS,
+// default 1000.
+func ringRequests() int { return envInt("REQUESTS", 1000) }
+
+// envInt reads a number from the environment.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
 
 // ringFront shares a ring page with PEER and sends requests through it.
 func ringFront() error {
@@ -327,10 +346,11 @@ func ringFront() error {
 	if err := publish(c, "port", strconv.Itoa(int(p)), peer); err != nil {
 		return err
 	}
-	sent, got := 0, 0
+	sent, got, requests := 0, 0, ringRequests()
 	deadline := time.Now().Add(waitLong)
-	for got < ringRequests {
-		for sent < ringRequests && !f.Full() {
+	for got < requests {
+		deadline = time.Now().Add(waitLong) // per batch: long runs are long
+		for sent < requests && !f.Full() {
 			req := f.NextRequest()
 			putU64(req, uint64(sent))
 			putU64(req[8:], uint64(sent)+1000)
@@ -385,9 +405,8 @@ func ringBack() error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(waitLong)
-	for served := 0; served < ringRequests; {
-		if err := b.WaitRequests(deadline); err != nil {
+	for served, requests := 0, ringRequests(); served < requests; {
+		if err := b.WaitRequests(time.Now().Add(waitLong)); err != nil {
 			return err
 		}
 		for {
@@ -647,7 +666,23 @@ func victim() error {
 	if err := c.SetPerms(home(me())+"/data/ready", xs.Perm{Domid: uint32(me()), Access: xs.AccessRead}); err != nil {
 		return err
 	}
-	select {}
+	// Until destroyed: nothing a hostile domain sends may change the page.
+	for {
+		e.Acquire()
+		if string(s.Bytes()[:6]) != "secret" || !allZero(s.Bytes()[6:]) {
+			return fmt.Errorf("the granted page changed: %q", s.Bytes()[:16])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, v := range b {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // hostile tries what a domain must not be able to do; it succeeds (exit
@@ -710,6 +745,11 @@ func hostile() error {
 	refused("remove the victim's home", c.Rm(home(victim)), syscall.EACCES)
 	_, err = c.Directory(home(victim))
 	refused("list another's home", err, syscall.EACCES)
+	// Across hosts it now has a link to the victim (its failed maps made
+	// one): updates forged on it must change nothing.
+	if err := forge(uint32(ref)); err != nil {
+		errs = append(errs, err)
+	}
 	// Under a uid of its own (the agent is root), it cannot signal the
 	// agent nor read its memory or descriptors through /proc.
 	var agent syscall.Stat_t
@@ -737,6 +777,43 @@ func hostile() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forge writes update frames (guest/link's format) for ref on every TCP
+// socket the domain holds, as a hostile library would on its links: the
+// victim must refuse them all. Then garbage, which makes the victim drop
+// the link. It does nothing on one host (no links).
+func forge(ref uint32) error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	frame := func(typ, dir byte, ref, gen uint32, payload []byte) []byte {
+		b := []byte{typ, dir, 0, 0}
+		b = binary.LittleEndian.AppendUint32(b, ref)
+		b = binary.LittleEndian.AppendUint32(b, gen)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+		return append(b, payload...)
+	}
+	run := append(binary.LittleEndian.AppendUint16(binary.LittleEndian.AppendUint16(nil, 0), 4), "EVIL"...)
+	commit := frame(5, 0, 0, 0, nil)
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || (dom != unix.AF_INET && dom != unix.AF_INET6) {
+			continue
+		}
+		for gen := uint32(0); gen < 8; gen++ {
+			for _, dir := range []byte{1, 2} {
+				unix.Write(fd, append(frame(2, dir, ref, gen, run), commit...))
+			}
+			unix.Write(fd, append(frame(3, 0, ref, gen, nil), commit...)) // a bad page frame
+		}
+		unix.Write(fd, []byte{99, 99, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	}
+	return nil
 }
 
 // garbage sends malformed requests on a duplicate of the agent
@@ -831,4 +908,271 @@ func whoami() error {
 		return fmt.Errorf("child in its own session: %v: %s", err, out)
 	}
 	return nil
+}
+
+// pipeDuplex streams TOTAL bytes (default 64 MiB) of pseudo-random data to
+// its peer through a pipe in PAGES granted pages (default 64) while it
+// reads the peer's stream through the peer's pipe, both at once, in
+// random chunk sizes, and checks every byte: the peer's stream is the
+// same generator seeded with the peer's id. With EXPECT_GONE set, the
+// peer is expected to vanish mid-stream: seeing it gone (not a hang) is
+// success.
+func pipeDuplex() error {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	peer, err := waitPeer(c)
+	if err != nil {
+		return err
+	}
+	total, pages := int64(envInt("TOTAL", 64<<20)), envInt("PAGES", 64)
+	out, err := evtchn.OpenSelf() // each pipe wants a handle of its own
+	if err != nil {
+		return err
+	}
+	in, err := evtchn.OpenSelf()
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	s, err := g.SharePages(peer, 1+pages, true)
+	if err != nil {
+		return err
+	}
+	pOut, err := out.AllocUnbound(peer)
+	if err != nil {
+		return err
+	}
+	w, err := gring.NewPipeWriter(s.Bytes(), out, pOut)
+	if err != nil {
+		return err
+	}
+	var refs []string
+	for _, r := range s.Refs {
+		refs = append(refs, strconv.Itoa(int(r)))
+	}
+	if err := publish(c, "pipe-refs", strings.Join(refs, " "), peer); err != nil {
+		return err
+	}
+	if err := publish(c, "pipe-port", strconv.Itoa(int(pOut)), peer); err != nil {
+		return err
+	}
+	v, err := WaitRead(c, home(peer)+"/data/pipe-refs", waitLong)
+	if err != nil {
+		return err
+	}
+	var peerRefs []gnttab.Ref
+	for _, f := range strings.Fields(string(v)) {
+		n, _ := strconv.Atoi(f)
+		peerRefs = append(peerRefs, gnttab.Ref(n))
+	}
+	m, err := g.Map(peer, peerRefs, true)
+	if err != nil {
+		return err
+	}
+	rp, err := readNum(c, home(peer)+"/data/pipe-port")
+	if err != nil {
+		return err
+	}
+	pIn, err := in.BindInterdomain(peer, evtchn.Port(rp))
+	if err != nil {
+		return err
+	}
+	r, err := gring.NewPipeReader(m.Bytes(), in, pIn)
+	if err != nil {
+		return err
+	}
+	gone := os.Getenv("EXPECT_GONE") != ""
+	mine, theirs := newGen(me()), newGen(peer)
+	werr := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(uint64(me()), 7)) // chunk sizes
+		buf := make([]byte, 256<<10)
+		for left := total; left > 0; {
+			n := 1 + rng.IntN(int(min(left, int64(len(buf)))))
+			mine.next(buf[:n])
+			if _, err := w.Write(buf[:n]); err != nil {
+				werr <- err
+				return
+			}
+			left -= int64(n)
+		}
+		werr <- w.Close()
+	}()
+	rng := rand.New(rand.NewPCG(uint64(peer), 5)) // read sizes
+	want := make([]byte, 256<<10)
+	buf := make([]byte, 200<<10)
+	var got int64
+	for {
+		k := 1 + rng.IntN(len(buf))
+		n, err := r.Read(buf[:k])
+		if err == io.EOF {
+			break
+		}
+		if gone && errors.Is(err, gring.ErrPeerGone) {
+			return publish(c, "saw-gone", "1", 0)
+		}
+		if err != nil {
+			return fmt.Errorf("read at %d: %w", got, err)
+		}
+		if err := theirs.check(buf[:n], want, &got); err != nil {
+			return err
+		}
+	}
+	if gone {
+		return errors.New("the stream ended; the peer was to vanish")
+	}
+	if got != total {
+		return fmt.Errorf("read %d bytes of %d", got, total)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := publish(c, "pipe-done", "1", peer); err != nil {
+		return err
+	}
+	// The peer may still read our stream: leave when it is done.
+	if _, err := WaitRead(c, home(peer)+"/data/pipe-done", waitLong); err != nil {
+		return err
+	}
+	return g.Unmap(m)
+}
+
+// streamGen makes domain d's stream: the same bytes on both sides, so
+// the reader checks every one.
+type streamGen struct{ rng *rand.Rand }
+
+func newGen(d abi.DomID) *streamGen { return &streamGen{rand.New(rand.NewPCG(uint64(d), 11))} }
+
+func (g *streamGen) next(b []byte) {
+	for i := range b {
+		b[i] = byte(g.rng.Uint32())
+	}
+}
+
+// check compares b with the next bytes of the peer's stream.
+func (g *streamGen) check(b, scratch []byte, got *int64) error {
+	w := scratch[:len(b)]
+	g.next(w)
+	if !bytes.Equal(b, w) {
+		for i := range b {
+			if b[i] != w[i] {
+				return fmt.Errorf("stream corrupt at byte %d", *got+int64(i))
+			}
+		}
+	}
+	*got += int64(len(b))
+	return nil
+}
+
+// waitPeer reads the peer's id: PEER, or ~/data/peer.
+func waitPeer(c *xs.Client) (abi.DomID, error) {
+	if os.Getenv("PEER") != "" {
+		return envDom("PEER"), nil
+	}
+	return waitDomid(c, home(me())+"/data/peer")
+}
+
+// copySrc shares a page holding "from the source" with its peer, the
+// copier.
+func copySrc() error {
+	c, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	copier, err := waitPeer(c)
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	s, err := g.SharePages(copier, 1, false)
+	if err != nil {
+		return err
+	}
+	copy(s.Bytes()[64:], "from the source")
+	if err := publish(c, "ref", strconv.Itoa(int(s.Refs[0])), copier); err != nil {
+		return err
+	}
+	_, err = WaitRead(c, home(copier)+"/data/copied", waitLong)
+	return err
+}
+
+// copyDst shares a writable page with its peer, the copier, and waits
+// for its event, then checks what it copied into it.
+func copyDst() error {
+	c, e, err := openDomain()
+	if err != nil {
+		return err
+	}
+	copier, err := waitPeer(c)
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	s, err := g.SharePages(copier, 1, true)
+	if err != nil {
+		return err
+	}
+	p, err := e.AllocUnbound(copier)
+	if err != nil {
+		return err
+	}
+	if err := publish(c, "ref", strconv.Itoa(int(s.Refs[0])), copier); err != nil {
+		return err
+	}
+	if err := publish(c, "port", strconv.Itoa(int(p)), copier); err != nil {
+		return err
+	}
+	return waitFor(e, p, func() bool { return string(s.Bytes()[128:143]) == "from the source" })
+}
+
+// copier copies between grants of two domains of two other hosts with
+// one GNTTABOP_copy (both sides grants), then tells the destination.
+func copier() error {
+	c, e, err := openDomain()
+	if err != nil {
+		return err
+	}
+	src, dst := envDom("SRC"), envDom("DST")
+	sref, err := readNum(c, home(src)+"/data/ref")
+	if err != nil {
+		return err
+	}
+	dref, err := readNum(c, home(dst)+"/data/ref")
+	if err != nil {
+		return err
+	}
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return err
+	}
+	op := abi.GnttabCopy{
+		Source: abi.GnttabCopyPtr{U: uint64(sref), Domid: src, Offset: 64},
+		Dest:   abi.GnttabCopyPtr{U: uint64(dref), Domid: dst, Offset: 128},
+		Len:    15, Flags: abi.GNTCOPY_source_gref | abi.GNTCOPY_dest_gref,
+	}
+	if _, err := g.Copy(op, nil); err != nil {
+		return err
+	}
+	p, err := bindTo(c, e, dst)
+	if err != nil {
+		return err
+	}
+	if err := e.Notify(p); err != nil {
+		return err
+	}
+	if err := publish(c, "copied", "1", src); err != nil {
+		return err
+	}
+	return waitGone(c, home(src)+"/data/ref") // until the source has seen it
 }
