@@ -31,13 +31,13 @@ import (
 type linkKey struct{ local, peer DomID }
 
 type link struct {
-	host    string
-	f       *os.File // this end, kept to shut the link down
+	host      string
+	f         *os.File // this end, kept to shut the link down
 	up        bool
-	dialing   bool // our dial is in flight
-	accepting bool // the peer's dial is being accepted (AcceptLink)
-	since   time.Time // when it started to wait, for the sweeper
-	waiters []func(error)
+	dialing   bool      // our dial is in flight
+	accepting bool      // the peer's dial is being accepted (AcceptLink)
+	since     time.Time // when it started to wait, for the sweeper
+	waiters   []func(error)
 }
 
 // helloSize is the size of a link's hello: magic, version, the dialing
