@@ -3,6 +3,7 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -201,4 +202,83 @@ func TestCrossHost(t *testing.T) {
 		a, b := crossPair(t, c, 0, 1, "pong", "pong", "ping", "ping", "ROUNDS=200")
 		expectExit0(t, both, a, b)
 	})
+}
+
+// metric reads one gauge from an agent's /metrics.
+func metric(t *testing.T, h *Host, name string) float64 {
+	t.Helper()
+	resp, err := h.API.HTTP.Get(h.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("%s: no metric %s", h.Name, name)
+	return 0
+}
+
+// TestCrossHostHostDeath: the host of one end of two streams is
+// SIGKILLed mid-stream. The survivor sees its peer gone (its reads fail
+// cleanly, no hang) within membership's detection time, and its agent is
+// left with nothing of it: no links, ports, maps or pins, no waiting
+// requests, and as many descriptors and goroutines as before (give or
+// take the agent's own churn).
+func TestCrossHostHostDeath(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("test hosts need root")
+	}
+	c := Start(t, Options{Hosts: 3})
+	h0, h2 := c.Host(0), c.Host(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	gauges := []string{"shi_hypervisor_links", "shi_hypervisor_ports", "shi_hypervisor_maps",
+		"shi_hypervisor_remote_pins", "shi_hypervisor_pending", "shi_hypervisor_domains", "shi_hypervisor_pages"}
+	before := map[string]float64{}
+	for _, g := range append(gauges, "process_open_fds", "go_goroutines") {
+		before[g] = metric(t, h0, g)
+	}
+	// Endless streams both ways (TOTAL far more than a test moves).
+	a, _ := crossPair(t, c, 0, 2, "survivor", "pipe-duplex", "doomed", "pipe-duplex", "TOTAL=1099511627776", "EXPECT_GONE=1")
+	if err := Poll(ctx, 50*time.Millisecond, func() bool { return metric(t, h0, "shi_hypervisor_links") > before["shi_hypervisor_links"] }); err != nil {
+		t.Fatal("the pair never linked")
+	}
+	time.Sleep(500 * time.Millisecond) // mid-stream
+	killed := time.Now()
+	h2.Kill()
+	o := waitEnd(t, h0, a, time.Minute)
+	took := time.Since(killed)
+	if o.Exit != "exit code 0" {
+		t.Fatalf("survivor: %s\n%s", o.Exit, strings.Join(o.Lines, "\n"))
+	}
+	t.Logf("the survivor saw its peer's host die %v after the kill", took.Round(time.Millisecond))
+	if took > 30*time.Second {
+		t.Errorf("took %v, far past failure detection", took)
+	}
+	// Nothing of the dead host's domain is left on h0.
+	if err := Poll(ctx, 100*time.Millisecond, func() bool {
+		for _, g := range gauges {
+			if metric(t, h0, g) != before[g] {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		for _, g := range gauges {
+			t.Errorf("%s: %v before, %v after", g, before[g], metric(t, h0, g))
+		}
+	}
+	for _, g := range []string{"process_open_fds", "go_goroutines"} {
+		if after := metric(t, h0, g); after > before[g]+10 {
+			t.Errorf("%s: %v before, %v after", g, before[g], after)
+		}
+	}
 }

@@ -35,11 +35,12 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 		waitFor(t, "messages", func() bool { return chk.count() == 1000 })
 
+		f.SetDelay(time.Millisecond, 0) // links made now are relayed
 		ca, err := a.DialLink(ctxTimeout(t, 5*time.Second), "B", []byte("file"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		fa, err := a.LinkFile(ca) // relayed: the mesh has faults
+		fa, err := a.LinkFile(ca) // relayed: a fault is set
 		if err != nil {
 			t.Fatal(err)
 		}
