@@ -223,14 +223,14 @@ func (s *State) background() {
 // been changing for a while; it reports whether it found any.
 // Preconditions: s.mu held.
 func (s *State) releaseStableLocked(l *peerLink, scratch []byte) bool {
-	found := false
+	found, shipped := false, false
 	for _, r := range s.rels {
 		if r.key.peer != l.peer || !r.ready || r.revoked || !r.ships() {
 			continue
 		}
 		if r.twin == nil {
 			if !r.dirty.empty() {
-				s.releaseRelLocked(l, r)
+				shipped = s.releaseRelLocked(l, r) || shipped
 				found = true
 			}
 			continue
@@ -245,7 +245,10 @@ func (s *State) releaseStableLocked(l *peerLink, scratch []byte) bool {
 			continue
 		}
 		r.unstable = 0
-		s.releaseRelLocked(l, r)
+		shipped = s.releaseRelLocked(l, r) || shipped
+	}
+	if shipped {
+		l.out = header{typ: frameCommit}.append(l.out)
 	}
 	return found
 }

@@ -25,6 +25,7 @@ import (
 	gring "shi/guest/ring"
 	"shi/internal/abi"
 	xevtchn "shi/internal/evtchn"
+	"shi/internal/ring"
 	"shi/internal/transport"
 )
 
@@ -775,6 +776,177 @@ func TestRemoteRingLazy(t *testing.T) {
 				t.Fatalf("response %d: id %d byte %d", got, id, rsp[8])
 			}
 			got++
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// vchanEnd is one end of libxenvchan's data path (spec/xen-abi.md §7.4)
+// over a control page with both rings inside it (orders 10 and 11), as
+// Debian's unmodified library does it: no write is reported, so releases
+// diff the page, and both ends write both notify bytes.
+type vchanEnd struct {
+	page       []byte
+	evt        *evtchn.Handle
+	port       evtchn.Port
+	rd, wr     int // ring offsets
+	rdSize     int
+	wrSize     int
+	rdIdx      int // cons, prod of the ring read
+	wrIdx      int // of the ring written
+	myReq      int // the byte where the peer asks this end to notify
+	peerReq    int // the byte where this end asks the peer
+	notifyWait uint32
+}
+
+const (
+	vchanNotifyWrite = 1
+	vchanNotifyRead  = 2
+)
+
+func newVchanEnds(page []byte) (srv, cli vchanEnd) {
+	// left ring (client writes): 1024 at 1024, indices at 0; right ring
+	// (server writes): 2048 at 2048, indices at 8; cli_notify 22,
+	// srv_notify 23.
+	srv = vchanEnd{page: page, rd: 1024, rdSize: 1024, rdIdx: 0, wr: 2048, wrSize: 2048, wrIdx: 8, myReq: 23, peerReq: 22}
+	cli = vchanEnd{page: page, rd: 2048, rdSize: 2048, rdIdx: 8, wr: 1024, wrSize: 1024, wrIdx: 0, myReq: 22, peerReq: 23}
+	return
+}
+
+// send writes all of b, as libxenvchan_send with blocking.
+func (v *vchanEnd) send(b []byte) error {
+	for len(b) > 0 {
+		v.evt.Acquire()
+		cons, prod := ring.Load32(v.page, v.wrIdx), ring.Load32(v.page, v.wrIdx+4)
+		free := v.wrSize - int(prod-cons)
+		if free == 0 {
+			// Ask the reader to tell us when it consumes, then re-check.
+			ring.Or8(v.page, v.peerReq, vchanNotifyRead)
+			v.evt.Acquire()
+			if ring.Load32(v.page, v.wrIdx) == cons {
+				if err := v.wait(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		n := min(free, len(b))
+		for i := range n {
+			v.page[v.wr+int(prod+uint32(i))%v.wrSize] = b[i]
+		}
+		ring.Store32(v.page, v.wrIdx+4, prod+uint32(n))
+		b = b[n:]
+		if ring.And8(v.page, v.myReq, ^uint8(vchanNotifyWrite))&vchanNotifyWrite != 0 {
+			if err := v.evt.Notify(v.port); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// recv reads exactly len(b), as libxenvchan_recv with blocking.
+func (v *vchanEnd) recv(b []byte) error {
+	for len(b) > 0 {
+		v.evt.Acquire()
+		cons, prod := ring.Load32(v.page, v.rdIdx), ring.Load32(v.page, v.rdIdx+4)
+		avail := int(prod - cons)
+		if avail == 0 {
+			ring.Or8(v.page, v.peerReq, vchanNotifyWrite)
+			v.evt.Acquire()
+			if ring.Load32(v.page, v.rdIdx+4) == prod {
+				if err := v.wait(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		n := min(avail, len(b))
+		for i := range n {
+			b[i] = v.page[v.rd+int(cons+uint32(i))%v.rdSize]
+		}
+		ring.Store32(v.page, v.rdIdx, cons+uint32(n))
+		b = b[n:]
+		if ring.And8(v.page, v.myReq, ^uint8(vchanNotifyRead))&vchanNotifyRead != 0 {
+			if err := v.evt.Notify(v.port); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (v *vchanEnd) wait() error {
+	p, err := v.evt.Wait(20 * time.Second)
+	if err != nil {
+		return fmt.Errorf("stalled: %w", err)
+	}
+	return v.evt.Unmask(p)
+}
+
+// TestRemoteVchanNotifyBits runs libxenvchan's request-then-clear notify
+// protocol between hosts, in diff mode: both ends write both notify
+// bytes, so one end's request can cross the other's clear. No wake-up is
+// lost for good: the update's arrival raises the port, and a write that
+// no event released is shipped by the background flush. Many small
+// messages each way, then a stream.
+func TestRemoteVchanNotifyBits(t *testing.T) {
+	rounds := 20000
+	if testing.Short() {
+		rounds = 2000
+	}
+	_, _, ea, eb, pa, pb, s, m := remoteRing(t, 1)
+	srv, cli := newVchanEnds(s.Bytes())
+	srv.evt, srv.port = ea, pa
+	cli.page, cli.evt, cli.port = m.Bytes(), eb, pb
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 300)
+		for i := range rounds {
+			n := 1 + i%len(buf)
+			if err := srv.recv(buf[:n]); err != nil {
+				errc <- fmt.Errorf("server round %d: %w", i, err)
+				return
+			}
+			if err := srv.send(buf[:n]); err != nil {
+				errc <- err
+				return
+			}
+		}
+		// Then a stream the client only reads.
+		for i := range 1 << 18 {
+			buf[0] = byte(i)
+			if err := srv.send(buf[:1]); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf, got := make([]byte, 300), make([]byte, 300)
+	for i := range rounds {
+		n := 1 + i%len(buf)
+		for j := range n {
+			buf[j] = byte(i + j)
+		}
+		if err := cli.send(buf[:n]); err != nil {
+			t.Fatalf("client round %d: %v", i, err)
+		}
+		if err := cli.recv(got[:n]); err != nil {
+			t.Fatalf("client round %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], got[:n]) {
+			t.Fatalf("round %d: echo %v, sent %v", i, got[:n], buf[:n])
+		}
+	}
+	for i := range 1 << 18 {
+		if err := cli.recv(got[:1]); err != nil {
+			t.Fatalf("stream byte %d: %v", i, err)
+		}
+		if got[0] != byte(i) {
+			t.Fatalf("stream byte %d is %d", i, got[0])
 		}
 	}
 	if err := <-errc; err != nil {
