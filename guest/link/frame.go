@@ -1,6 +1,7 @@
 package link
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -128,10 +129,11 @@ func appendRun(b []byte, off int, data []byte) []byte {
 }
 
 // diff appends to b the runs where page differs from twin and copies them
-// into twin. Words that did not change are skipped eight bytes at a
-// time; runs are exact to the byte, so a byte the peer changed in the
-// same word is never overwritten.
+// into twin. Equal 64-byte blocks are skipped with one comparison each
+// (the runtime's vectorised memequal); runs are exact to the byte, so a
+// byte the peer changed in the same word is never overwritten.
 func diff(b, twin, page []byte) []byte {
+	const block = 64
 	n := len(page)
 	start := -1
 	flush := func(end int) {
@@ -142,8 +144,8 @@ func diff(b, twin, page []byte) []byte {
 		start = -1
 	}
 	for i := 0; i < n; {
-		if start < 0 && i+8 <= n && binary.LittleEndian.Uint64(twin[i:]) == binary.LittleEndian.Uint64(page[i:]) {
-			i += 8
+		if start < 0 && i%block == 0 && i+block <= n && bytes.Equal(twin[i:i+block], page[i:i+block]) {
+			i += block
 			continue
 		}
 		if twin[i] != page[i] {

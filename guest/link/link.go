@@ -58,6 +58,8 @@ type State struct {
 	links    map[DomID]*peerLink
 	ports    map[Port]portBinding
 	rels     map[relKey]*rel
+	diffing  relIndex          // rels with a twin: a release diffs them
+	marked   relIndex          // rels with marked bytes: a release ships them
 	pages    map[uintptr]*page // by the address of each view of the page
 	explicit map[uintptr]bool  // pages whose writes are reported (Explicit)
 	nextGen  uint32
@@ -99,11 +101,16 @@ func For(c *hv.Conn) *State {
 		if err != nil {
 			panic(fmt.Sprintf("link: epoll_create1: %v", err)) // out of descriptors at start
 		}
-		s := &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
-			rels: map[relKey]*rel{}, pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}}
+		s := newState(c, ep)
 		c.Handle(hypercall.NotifyLink, s.adopt)
 		return s
 	}).(*State)
+}
+
+func newState(c *hv.Conn, ep int) *State {
+	return &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
+		rels: map[relKey]*rel{}, diffing: relIndex{}, marked: relIndex{},
+		pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}}
 }
 
 // Fd is readable while a link has input: evtchn handles watch it, so a

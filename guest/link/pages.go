@@ -20,8 +20,51 @@ type relKey struct {
 	granter bool // this domain granted the page; the peer maps it
 }
 
+// relSet is a set of rels.
+type relSet map[*rel]struct{}
+
+// relIndex is sets of rels by peer.
+type relIndex map[DomID]relSet
+
+func (m relIndex) add(r *rel) {
+	set := m[r.key.peer]
+	if set == nil {
+		set = relSet{}
+		m[r.key.peer] = set
+	}
+	set[r] = struct{}{}
+}
+
+func (m relIndex) del(r *rel) {
+	if set := m[r.key.peer]; set != nil {
+		delete(set, r)
+		if len(set) == 0 {
+			delete(m, r.key.peer)
+		}
+	}
+}
+
+// setTwin gives r a twin (nil: none), keeping the index of rels that diff.
+// Preconditions: s.mu held.
+func (s *State) setTwin(r *rel, twin []byte) {
+	r.twin = twin
+	if twin != nil {
+		s.diffing.add(r)
+	} else {
+		s.diffing.del(r)
+	}
+}
+
+// markRel marks bytes [off, off+n) of r's page as not yet shipped.
+// Preconditions: s.mu held.
+func (s *State) markRel(r *rel, off, n int) {
+	r.dirty.set(off, n)
+	s.marked.add(r)
+}
+
 // rel is a page shared with one remote domain.
 type rel struct {
+	s        *State
 	key      relKey
 	gen      uint32
 	pg       *page
@@ -74,6 +117,8 @@ func (s *State) addRel(r *rel) {
 // Preconditions: s.mu held.
 func (s *State) dropRel(r *rel) {
 	r.dropped = true
+	s.diffing.del(r)
+	s.marked.del(r)
 	if s.rels[r.key] == r {
 		delete(s.rels, r.key)
 	}
@@ -120,12 +165,12 @@ func (s *State) Share(mapper DomID, ref Ref, gen uint32, mem []byte, readonly bo
 		return fmt.Errorf("link: no link to dom%d for its map of ref %d", mapper, ref)
 	}
 	pg := s.pageAt(mem)
-	r = &rel{key: key, gen: gen, pg: pg, readonly: readonly, refs: 1, ready: true}
+	r = &rel{s: s, key: key, gen: gen, pg: pg, readonly: readonly, refs: 1, ready: true}
 	snap := bytes.Clone(mem)
-	if !pg.explicit {
-		r.twin = snap
-	}
 	s.addRel(r)
+	if !pg.explicit {
+		s.setTwin(r, snap)
+	}
 	l.out = header{typ: framePage, ref: uint32(ref), gen: gen, n: pageSize}.append(l.out)
 	l.out = append(l.out, snap...)
 	s.mu.Unlock()
@@ -193,7 +238,7 @@ func (s *State) Prepare(granter DomID, ref Ref, writable bool) (*Pending, error)
 		s.dropRel(r)
 	}
 	s.nextGen++
-	r := &rel{key: key, gen: s.nextGen, readonly: !writable, refs: 1}
+	r := &rel{s: s, key: key, gen: s.nextGen, readonly: !writable, refs: 1}
 	s.rels[key] = r
 	return &Pending{s, r}, nil
 }
@@ -308,7 +353,7 @@ func (s *State) Unmap(rp *Replica, off uint32) {
 	r := rp.r
 	if off < pageSize && !r.readonly {
 		r.pg.mem[off] = 0
-		r.pg.mark(int(off), 1)
+		s.markPage(r.pg, int(off), 1)
 	}
 	if r.refs--; r.refs > 0 {
 		s.mu.Unlock()
@@ -371,10 +416,10 @@ func (s *State) explicitLocked(pg *page) {
 		if r.twin != nil {
 			for i := range pageSize {
 				if r.twin[i] != pg.mem[i] {
-					r.dirty.set(i, 1)
+					s.markRel(r, i, 1)
 				}
 			}
-			r.twin = nil
+			s.setTwin(r, nil)
 		}
 	}
 }
@@ -391,18 +436,19 @@ func (s *State) Wrote(b []byte) {
 		base := a &^ (pageSize - 1)
 		n := min(end, base+pageSize) - a
 		if pg := s.pages[base]; pg != nil {
-			pg.mark(int(a-base), int(n))
+			s.markPage(pg, int(a-base), int(n))
 		}
 		a += n
 	}
 }
 
-// mark records that bytes [off, off+n) changed, for the rels that do not
-// diff.
-func (pg *page) mark(off, n int) {
+// markPage records that bytes [off, off+n) of pg changed, for its rels
+// that do not diff.
+// Preconditions: s.mu held.
+func (s *State) markPage(pg *page, off, n int) {
 	for _, r := range pg.rels {
 		if r.twin == nil && r.ships() {
-			r.dirty.set(off, n)
+			s.markRel(r, off, n)
 		}
 	}
 }
@@ -418,10 +464,11 @@ func (r *rel) ships() bool { return r.key.granter || !r.readonly }
 // Preconditions: s.mu held.
 func (s *State) releaseLocked(l *peerLink) {
 	shipped := false
-	for _, r := range s.rels {
-		if r.key.peer == l.peer && s.releaseRelLocked(l, r) {
-			shipped = true
-		}
+	for r := range s.diffing[l.peer] {
+		shipped = s.releaseRelLocked(l, r) || shipped
+	}
+	for r := range s.marked[l.peer] {
+		shipped = s.releaseRelLocked(l, r) || shipped
 	}
 	if shipped {
 		l.out = header{typ: frameCommit}.append(l.out)
@@ -446,6 +493,7 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 		l.out = diff(l.out, r.twin, r.pg.mem)
 	case !r.dirty.empty():
 		l.out = appendMarked(l.out, &r.dirty, r.pg.mem)
+		s.marked.del(r)
 	}
 	n := len(l.out) - start - headerSize
 	if n == 0 {
@@ -475,7 +523,7 @@ func (r *rel) apply(payload []byte) {
 		}
 		for _, o := range r.pg.rels {
 			if o != r && o.twin == nil && o.ships() {
-				o.dirty.set(rn.off, len(rn.data))
+				r.s.markRel(o, rn.off, len(rn.data))
 			}
 		}
 	})

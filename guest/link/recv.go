@@ -126,7 +126,7 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 				}
 				copy(r.pg.mem, payload)
 				if !r.readonly && !r.pg.explicit {
-					r.twin = bytes.Clone(payload)
+					s.setTwin(r, bytes.Clone(payload))
 				}
 				r.ready = true
 			}
@@ -224,15 +224,12 @@ func (s *State) background() {
 // Preconditions: s.mu held.
 func (s *State) releaseStableLocked(l *peerLink, scratch []byte) bool {
 	found, shipped := false, false
-	for _, r := range s.rels {
-		if r.key.peer != l.peer || !r.ready || r.revoked || !r.ships() {
-			continue
-		}
-		if r.twin == nil {
-			if !r.dirty.empty() {
-				shipped = s.releaseRelLocked(l, r) || shipped
-				found = true
-			}
+	for r := range s.marked[l.peer] {
+		shipped = s.releaseRelLocked(l, r) || shipped
+		found = true
+	}
+	for r := range s.diffing[l.peer] {
+		if !r.ready || r.revoked || !r.ships() {
 			continue
 		}
 		if bytes.Equal(r.twin, r.pg.mem) {
