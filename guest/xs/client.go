@@ -214,8 +214,8 @@ func (c *Client) readLoop() {
 		}
 		if m.Type != p.typ && m.Type != abi.XS_ERROR {
 			err := fmt.Errorf("%w: %s answers %s", ErrProtocol, m, abi.XSTypeName(p.typ))
+			c.fail(err) // first: the caller then sees the connection ended
 			p.ch <- result{err: err}
-			c.fail(err)
 			return
 		}
 		p.ch <- result{msg: m}
