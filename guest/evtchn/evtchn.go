@@ -327,6 +327,7 @@ func (h *Handle) BindIPI() (Port, error) {
 // peer this is one write to its doorbell. Sends on an unbound port are
 // dropped, as in Xen.
 func (h *Handle) Notify(p Port) error {
+	h.ln.Acquire() // an entry into the library (free without links)
 	h.mu.RLock()
 	pt := h.ports[p]
 	if pt == nil {

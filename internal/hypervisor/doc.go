@@ -15,23 +15,34 @@
 // one-page memfd, read-only when the map is. Only the control operations
 // (bind, close, map, unmap, copy) are requests here.
 //
-// # Remote peers
+// # Other hosts
 //
-// The tables already describe peers on other hosts (evtchn.Endpoint.Host,
-// Forward actions). A Connect to a remote peer is sent without a doorbell
-// (hypercall.FlagRemote), so the guest library sends through
-// OpEvtchnSend, and Forward actions go to Config.Remote. The next step
-// (DESIGN.md §3) implements Remote and a remote page source behind the
-// same requests; the guest library does not change.
+// A domain of another host is found through Config.Locate (the directory's
+// domain table) and reached through Config.Peers, the data plane: the
+// hypervisors of two hosts speak a typed peer protocol (remote.go) of
+// internal/transport messages, and every message from another host enters
+// through Inbound. A bind to a port of another host's domain is
+// two-phase (reserve, ask, complete or roll back); a map pins the grant on
+// the granter's host, per mapping host; copies are done by the granter's
+// host. Before a bind or map crosses hosts the two hypervisors set up a
+// link between the two domains (links.go), which their libraries then
+// speak on directly: events and the page updates of the memory model
+// (docs/memory-model.md). HostDown and DomainGone drop what a vanished
+// host or domain left.
 //
 // # Concurrency
 //
 // One goroutine per domain reads its requests; one writes its replies and
 // notifications when they cannot be sent at once. Every request runs under
-// Hypervisor.mu, which guards the tables and all per-domain state. Lock
-// order: Hypervisor.mu, then outbox.mu. Nothing blocks under either lock:
-// sends to a domain are non-blocking, and a domain whose queue of unsent
-// messages grows past maxQueued is disconnected.
+// Hypervisor.mu, which guards the tables, all per-domain state, the links
+// and the requests waiting for other hosts. Lock order: Hypervisor.mu,
+// then outbox.mu; the Locator (the directory's replica lock) is called
+// under Hypervisor.mu and never calls back. Nothing blocks under either
+// lock: sends to a domain and to other hosts are queued, a request that
+// needs another host gets its reply later (the domain's other requests go
+// on meanwhile), links are dialled from a goroutine of their own, and a
+// domain whose queue of unsent messages grows past maxQueued is
+// disconnected.
 //
 // # Hostile domains
 //
