@@ -282,3 +282,18 @@ func TestCrossHostHostDeath(t *testing.T) {
 		}
 	}
 }
+
+// TestCrossHostEncrypted: with a cluster key every data-plane connection
+// is authenticated (the hypervisors' messages and the links), and
+// domains on different hosts talk as without one.
+func TestCrossHostEncrypted(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("test hosts need root")
+	}
+	c := Start(t, Options{Hosts: 3, Args: []string{"-encrypt", "c2hpLWNsdXN0ZXIta2V5IQ=="}})
+	both := []*Host{c.Host(0), c.Host(1)}
+	a, b := crossPair(t, c, 0, 1, "pong", "pong", "ping", "ping", "ROUNDS=500")
+	expectExit0(t, both, a, b)
+	a, b = crossPair(t, c, 0, 1, "left", "pipe-duplex", "right", "pipe-duplex", "TOTAL=4194304")
+	expectExit0(t, both, a, b)
+}

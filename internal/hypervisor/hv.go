@@ -64,6 +64,9 @@ type DomainConfig struct {
 	MaxPorts int
 	// MaxMaps caps the grants it may map at once; default 1024.
 	MaxMaps int
+	// Privileged domains (a host's driver domain) may query and allocate
+	// ports of other domains, on any host.
+	Privileged bool
 }
 
 // Defaults of DomainConfig.
@@ -250,7 +253,7 @@ func (h *Hypervisor) AddDomain(id DomID, cfg DomainConfig) (*os.File, error) {
 		h.mu.Unlock()
 		return fail(fmt.Errorf("hypervisor: dom%d exists", id))
 	}
-	if err := h.evt.AddDomain(id, evtchn.DomainConfig{MaxPorts: cfg.MaxPorts + 1}); err != nil {
+	if err := h.evt.AddDomain(id, evtchn.DomainConfig{MaxPorts: cfg.MaxPorts + 1, Privileged: cfg.Privileged}); err != nil {
 		h.mu.Unlock()
 		return fail(err)
 	}

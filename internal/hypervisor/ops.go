@@ -78,6 +78,14 @@ func (h *Hypervisor) handle(d *vdom, m hypercall.Msg, fds []int) {
 	case hypercall.OpEvtchnStatus:
 		var st abi.EvtchnStatus
 		st, err = h.evt.Status(d.id, DomID(m.Dom), evtchn.Port(m.Port))
+		if host, ok := h.remoteHost(DomID(m.Dom)); ok && errors.Is(err, syscall.ESRCH) {
+			if !d.cfg.Privileged {
+				err = errorf(syscall.EPERM, "dom%d may not ask about dom%d's ports", d.id, m.Dom)
+				break
+			}
+			err = h.statusRemote(d, m, r, host)
+			break
+		}
 		if err == nil {
 			r.m.Data = make([]byte, abi.EvtchnStatusSize)
 			st.Encode(r.m.Data)

@@ -34,6 +34,9 @@ import (
 //	KindCopyReq   FromDom copies through ToDom's Ref: Arg[0] offset,
 //	              Arg[1] length, Flags copyWrite with Data; answered by
 //	              KindCopyResp (Status, Data)
+//	KindStatusReq FromDom (privileged on its host) asks the status of
+//	              ToDom:ToPort; answered by KindStatusResp (Errno, Data
+//	              = struct evtchn_status)
 //	KindDomainGone FromDom is gone: forget everything tied to it (sent
 //	              after its closes, revokes and unmaps, to every host it
 //	              had a link with)
@@ -138,7 +141,7 @@ func (h *Hypervisor) Inbound(from string, m transport.Msg) {
 		return
 	}
 	switch m.Kind {
-	case transport.KindBindResp, transport.KindMapResp, transport.KindCopyResp:
+	case transport.KindBindResp, transport.KindMapResp, transport.KindCopyResp, transport.KindStatusResp:
 		p := h.pending[m.ID]
 		if p == nil || p.host != from {
 			return // it timed out, or the host died and came back
@@ -169,6 +172,16 @@ func (h *Hypervisor) Inbound(from string, m transport.Msg) {
 		}
 	case transport.KindCopyReq:
 		h.acceptCopy(from, m)
+	case transport.KindStatusReq:
+		resp := &transport.Msg{Kind: transport.KindStatusResp, ID: m.ID}
+		st, err := h.evt.StatusOf(DomID(m.ToDom), evtchn.Port(m.ToPort))
+		if err != nil {
+			resp.Errno = uint32(errnoOf(err))
+		} else {
+			resp.Data = make([]byte, abi.EvtchnStatusSize)
+			st.Encode(resp.Data)
+		}
+		h.send(from, resp)
 	case transport.KindDomainGone:
 		h.forget(from, DomID(m.FromDom), false)
 	default:
@@ -273,6 +286,26 @@ func (h *Hypervisor) pinGone(p gnttab.RemotePin, dead bool) {
 		d.notify(hypercall.Msg{Op: hypercall.NotifyGnttabRemoteUnmap, Ref: uint32(p.Ref), Dom: uint16(p.Mapper),
 			Frame: p.Frame, Arg: [4]uint32{p.Gen}})
 	}
+}
+
+// statusRemote asks another host the status of one of its domains'
+// ports, for a privileged domain.
+// Preconditions: h.mu held.
+func (h *Hypervisor) statusRemote(d *vdom, m hypercall.Msg, r *reply, host string) error {
+	h.call(host, &transport.Msg{Kind: transport.KindStatusReq, FromDom: uint16(d.id), ToDom: m.Dom, ToPort: m.Port},
+		func(resp *transport.Msg, err error) {
+			switch {
+			case err != nil:
+			case resp.Errno != 0:
+				err = fmt.Errorf("hypervisor: status of dom%d port %d on host %q: %w", m.Dom, m.Port, host, syscall.Errno(resp.Errno))
+			case len(resp.Data) != abi.EvtchnStatusSize:
+				err = errorf(syscall.EIO, "status from host %q: %d bytes", host, len(resp.Data))
+			default:
+				r.m.Data = append([]byte(nil), resp.Data...)
+			}
+			h.finish(d, m, r, err)
+		})
+	return errDeferred
 }
 
 // bindRemote starts a bind of d to a port of a domain of another host:

@@ -25,6 +25,7 @@ import (
 	gring "shi/guest/ring"
 	"shi/internal/abi"
 	xevtchn "shi/internal/evtchn"
+	"shi/internal/hypercall"
 	"shi/internal/ring"
 	"shi/internal/transport"
 )
@@ -951,5 +952,24 @@ func TestRemoteVchanNotifyBits(t *testing.T) {
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A privileged domain asks the status of a port of another host's
+// domain; an unprivileged one may not.
+func TestRemoteStatus(t *testing.T) {
+	c, _, _, pa, pb := remotePair(t)
+	c.n.place(3, "a")
+	priv := (&env{h: c.hvs["a"], log: c.log}).dom(t, 3, DomainConfig{Name: "driver", Privileged: true})
+	r, _, err := priv.Call(hypercall.Msg{Op: hypercall.OpEvtchnStatus, Dom: 2, Port: uint32(pb)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := abi.DecodeEvtchnStatus(r.Data)
+	if err != nil || st.Status != abi.EVTCHNSTAT_interdomain || st.RemoteDom != 1 || st.RemotePort != pa {
+		t.Fatalf("status of dom2's port: %+v %v", st, err)
+	}
+	if _, _, err := c.conns[1].Call(hypercall.Msg{Op: hypercall.OpEvtchnStatus, Dom: 2, Port: uint32(pb)}); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("an unprivileged domain asked: %v", err)
 	}
 }
