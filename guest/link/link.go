@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ const pageSize = abi.PAGE_SIZE
 // changes. Set it before the first link arrives.
 var FlushInterval = time.Millisecond
 
+// Debug makes the library say on stderr why each link ends.
+var Debug = os.Getenv("SHI_LINK_DEBUG") != ""
+
 // ErrNoLink means there is no working link to a domain: the caller falls
 // back to sending through its agent.
 var ErrNoLink = errors.New("link: no link to that domain")
@@ -60,6 +64,7 @@ type State struct {
 	rels     map[relKey]*rel
 	diffing  relIndex          // rels with a twin: a release diffs them
 	marked   relIndex          // rels with marked bytes: a release ships them
+	pending  relIndex          // rels with committed updates not applied yet
 	pages    map[uintptr]*page // by the address of each view of the page
 	explicit map[uintptr]bool  // pages whose writes are reported (Explicit)
 	nextGen  uint32
@@ -109,7 +114,7 @@ func For(c *hv.Conn) *State {
 
 func newState(c *hv.Conn, ep int) *State {
 	return &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
-		rels: map[relKey]*rel{}, diffing: relIndex{}, marked: relIndex{},
+		rels: map[relKey]*rel{}, diffing: relIndex{}, marked: relIndex{}, pending: relIndex{},
 		pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}}
 }
 
@@ -136,7 +141,7 @@ func (s *State) adopt(m hypercall.Msg, fds []int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.links[peer]; old != nil {
-		s.killLocked(old) // a new link after a partition healed
+		s.killLocked(old, "replaced by a new link") // after a partition healed
 	}
 	l := &peerLink{peer: peer, fd: fd, rbuf: make([]byte, rbufSize), early: map[Port]bool{}}
 	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
@@ -151,11 +156,15 @@ func (s *State) adopt(m hypercall.Msg, fds []int) {
 	}
 }
 
-// killLocked drops a link whose peer is gone or broke the protocol.
+// killLocked drops a link whose peer is gone or broke the protocol, and
+// says why on stderr (the agent logs a domain's output).
 // Preconditions: s.mu held.
-func (s *State) killLocked(l *peerLink) {
+func (s *State) killLocked(l *peerLink, why string) {
 	if l.dead {
 		return
+	}
+	if Debug {
+		fmt.Fprintf(os.Stderr, "shi link: link to dom%d ends: %s\n", l.peer, why)
 	}
 	l.dead = true
 	l.out = nil
@@ -280,8 +289,10 @@ func (s *State) Acquire() {
 	in := inbox{wait: true}
 	s.view.Lock()
 	s.mu.Lock()
-	for _, r := range s.rels {
-		r.applyPending()
+	for _, set := range s.pending {
+		for r := range set {
+			r.applyPending()
+		}
 	}
 	for _, l := range s.links {
 		s.drainLocked(l, true, &in)
@@ -327,7 +338,7 @@ func (s *State) flushWmu(l *peerLink, wait bool) {
 	defer s.mu.Unlock()
 	switch {
 	case err != nil:
-		s.killLocked(l)
+		s.killLocked(l, "write: "+err.Error())
 	case n < len(buf):
 		rest := append([]byte(nil), buf[n:]...)
 		l.out = append(rest, l.out...)
@@ -407,4 +418,23 @@ func (s *State) logf(format string, args ...any) {
 	if s.forged <= 20 || s.forged%1000 == 0 {
 		fmt.Fprintf(os.Stderr, "shi link: "+format+"\n", args...)
 	}
+}
+
+// String describes the State for debugging: its links' buffers and the
+// pages it shares.
+func (s *State) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for peer, l := range s.links {
+		fmt.Fprintf(&b, "link dom%d: fd %d dead %v in %d..%d out %d staged %d early %v\n", peer, l.fd, l.dead, l.r0, l.r1, len(l.out), len(l.staged), l.early)
+	}
+	for p, pb := range s.ports {
+		fmt.Fprintf(&b, "port %d -> dom%d:%d\n", p, pb.peer, pb.peerPort)
+	}
+	for k, r := range s.rels {
+		fmt.Fprintf(&b, "rel %+v gen %d ready %v revoked %v twin %v dirty %v stage %v pend %v explicit %v\n", k, r.gen, r.ready, r.revoked,
+			r.twin != nil, !r.dirty.empty(), !r.stage.mask.empty(), !r.pend.mask.empty(), r.pg != nil && r.pg.explicit)
+	}
+	return b.String()
 }

@@ -119,6 +119,7 @@ func (s *State) dropRel(r *rel) {
 	r.dropped = true
 	s.diffing.del(r)
 	s.marked.del(r)
+	s.pending.del(r)
 	if s.rels[r.key] == r {
 		delete(s.rels, r.key)
 	}
@@ -532,6 +533,7 @@ func (r *rel) apply(payload []byte) {
 // applyPending applies the committed releases the background drained.
 // Preconditions: s.mu held.
 func (r *rel) applyPending() {
+	r.s.pending.del(r)
 	if b := r.pend.payload(); b != nil {
 		r.apply(b)
 	}

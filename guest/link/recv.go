@@ -32,7 +32,11 @@ func (s *State) drainLocked(l *peerLink, apply bool, in *inbox) {
 			return
 		}
 		if err != nil || n == 0 {
-			s.killLocked(l) // the peer or its host went away
+			why := "end of stream"
+			if err != nil {
+				why = "read: " + err.Error()
+			}
+			s.killLocked(l, why) // the peer or its host went away
 			return
 		}
 		l.r1 += n
@@ -67,7 +71,7 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 		h, err := parseHeader(l.rbuf[l.r0:])
 		if err != nil {
 			s.logf("link to dom%d: %v; dropping it", l.peer, err)
-			s.killLocked(l)
+			s.killLocked(l, err.Error())
 			return false
 		}
 		if l.r1-l.r0 < headerSize+int(h.n) {
@@ -87,7 +91,7 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 		case frameUpdate:
 			if err := checkRuns(payload); err != nil {
 				s.logf("link to dom%d: %v; dropping it", l.peer, err)
-				s.killLocked(l)
+				s.killLocked(l, err.Error())
 				return false
 			}
 			r := s.rels[relKey{l.peer, Ref(h.ref), h.dir == toGranter}]
@@ -111,6 +115,7 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 					continue
 				}
 				r.pend.take(&r.stage)
+				s.pending.add(r)
 				if apply {
 					r.applyPending()
 				}

@@ -36,6 +36,12 @@ func (a *agent) routes() http.Handler {
 	}
 	if a.faults != nil {
 		mux.HandleFunc("POST /v1/internal/faults", a.setFaults)
+		// Tests only, like the fault hook: where a stuck agent is stuck.
+		mux.HandleFunc("GET /debug/goroutines", func(w http.ResponseWriter, r *http.Request) {
+			buf := make([]byte, 8<<20)
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write(buf[:runtime.Stack(buf, true)])
+		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -107,6 +108,15 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts})
 	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}
+	// Before nstest kills the agents (cleanups run last first): a failed
+	// test shows where each agent's goroutines were.
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range c.hosts {
+				c.dumpGoroutines(h)
+			}
+		}
+	})
 	for i, nh := range ns.Hosts() {
 		h := &Host{
 			Index:   i,
@@ -562,4 +572,20 @@ func Poll(ctx context.Context, interval time.Duration, cond func() bool) error {
 		case <-t.C:
 		}
 	}
+}
+
+// dumpGoroutines logs where h's agent's goroutines are (its test-only
+// /debug/goroutines).
+func (c *Cluster) dumpGoroutines(h *Host) {
+	if !h.Up() {
+		return
+	}
+	resp, err := h.API.HTTP.Get(h.URL + "/debug/goroutines")
+	if err != nil {
+		c.t.Logf("clustertest: %s: goroutines: %v", h.Name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	c.t.Logf("clustertest: %s's agent goroutines:\n%s", h.Name, b)
 }

@@ -25,6 +25,10 @@ func crossPair(t *testing.T, c *Cluster, a, b int, first, firstRole, second, sec
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	env = append(env, "SHI_LINK_DEBUG=1")
+	if os.Getenv("SHI_LONG") == "" {
+		env = append(env, domaintest.EnvWatchdog+"=15s")
+	}
 	da := createOn(t, ctx, c.Host(a), domaintest.Config(first, firstRole, env))
 	db := createOn(t, ctx, c.Host(b), domaintest.Config(second, secondRole, append([]string{"PEER=" + strconv.Itoa(int(da.ID))}, env...)))
 	if err := c.Host(a).XS().Write(fmt.Sprintf("/local/domain/%d/data/peer", da.ID), []byte(strconv.Itoa(int(db.ID)))); err != nil {

@@ -15,12 +15,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"shi/guest/hv"
+	"shi/guest/link"
 	"shi/guest/xs"
 	"shi/internal/agent"
 	"shi/internal/directory"
@@ -32,6 +35,14 @@ import (
 
 // EnvRole selects the program a re-executed test binary runs.
 const EnvRole = "SHI_TEST_DOMAIN"
+
+// Stuck, if a program sets it, describes its state when the watchdog
+// fires.
+var Stuck func() string
+
+// EnvWatchdog, a duration, makes a test domain that runs longer print
+// its goroutines' stacks and exit 4.
+const EnvWatchdog = "SHI_TEST_WATCHDOG"
 
 var programs = map[string]func() error{}
 
@@ -46,6 +57,25 @@ func Main(m *testing.M) {
 		if f == nil {
 			fmt.Fprintf(os.Stderr, "unknown test domain %q\n", role)
 			os.Exit(2)
+		}
+		if s := os.Getenv(EnvWatchdog); s != "" {
+			// A domain that hangs says where, instead of being killed
+			// silently when its test gives up.
+			d, err := time.ParseDuration(s)
+			if err == nil {
+				time.AfterFunc(d, func() {
+					buf := make([]byte, 1<<20)
+					n := runtime.Stack(buf, true)
+					fmt.Fprintf(os.Stderr, "domain %s: still running after %v:\n%s\n", role, d, buf[:n])
+					if c, err := hv.Self(); err == nil {
+						fmt.Fprintf(os.Stderr, "its links:\n%v\n", link.For(c))
+					}
+					if Stuck != nil {
+						fmt.Fprintf(os.Stderr, "its state:\n%s\n", Stuck())
+					}
+					os.Exit(4)
+				})
+			}
 		}
 		if err := f(); err != nil {
 			fmt.Fprintf(os.Stderr, "domain %s: %v\n", role, err)

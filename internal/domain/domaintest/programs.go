@@ -29,6 +29,7 @@ import (
 	"shi/internal/abi"
 	"shi/internal/domain"
 	"shi/internal/hypercall"
+	"shi/internal/ring"
 	"shi/internal/shm"
 )
 
@@ -988,6 +989,13 @@ func pipeDuplex() error {
 	}
 	gone := os.Getenv("EXPECT_GONE") != ""
 	mine, theirs := newGen(me()), newGen(peer)
+	Stuck = func() string {
+		ctl := func(b []byte) string {
+			return fmt.Sprintf("cons %d prod %d readwait %d writwait %d closed %d", ring.Load32(b, 0), ring.Load32(b, 4),
+				ring.Load32(b, 8), ring.Load32(b, 12), ring.Load32(b, 16))
+		}
+		return "out pipe: " + ctl(s.Bytes()) + "\nin pipe: " + ctl(m.Bytes())
+	}
 	werr := make(chan error, 1)
 	go func() {
 		rng := rand.New(rand.NewPCG(uint64(me()), 7)) // chunk sizes
