@@ -1043,8 +1043,9 @@ func pipeDuplex() error {
 	if err := publish(c, "pipe-done", "1", peer); err != nil {
 		return err
 	}
-	// The peer may still read our stream: leave when it is done.
-	if _, err := WaitRead(c, home(peer)+"/data/pipe-done", waitLong); err != nil {
+	// The peer may still read our stream: leave when it is done (on a
+	// loaded machine it may be far behind).
+	if _, err := WaitRead(c, home(peer)+"/data/pipe-done", 5*waitLong); err != nil {
 		return err
 	}
 	return g.Unmap(m)
