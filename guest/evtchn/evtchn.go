@@ -327,7 +327,7 @@ func (h *Handle) BindIPI() (Port, error) {
 // peer this is one write to its doorbell. Sends on an unbound port are
 // dropped, as in Xen.
 func (h *Handle) Notify(p Port) error {
-	h.ln.Acquire() // an entry into the library (free without links)
+	h.ln.ApplyArrived() // an entry into the library (free when nothing waits)
 	h.mu.RLock()
 	pt := h.ports[p]
 	if pt == nil {
@@ -374,8 +374,15 @@ func (h *Handle) wait(msec int) (Port, error) {
 	if msec > 0 {
 		deadline = time.Now().Add(time.Duration(msec) * time.Millisecond)
 	}
+	linked := false
 	for {
-		h.ln.Acquire()
+		if linked {
+			// Frames arrived: apply them; events for this handle's
+			// ports go straight into its queue.
+			h.ln.AcquireFor(h.fire)
+		} else {
+			h.ln.ApplyArrived()
+		}
 		if p, ok := h.next(); ok {
 			return p, nil
 		}
@@ -392,7 +399,7 @@ func (h *Handle) wait(msec int) (Port, error) {
 		if n == 0 {
 			return 0, ErrNoEvent
 		}
-		h.collect(h.evs[:n])
+		linked = h.collect(h.evs[:n])
 		if msec > 0 {
 			if msec = int(time.Until(deadline) / time.Millisecond); msec <= 0 {
 				msec = 0
@@ -453,9 +460,9 @@ func (h *Handle) next() (Port, bool) {
 }
 
 // collect sorts reported ports into the queue, or marks masked ones as
-// fired.
+// fired, and reports whether the links have frames.
 // Preconditions: h.wmu held.
-func (h *Handle) collect(evs []unix.EpollEvent) {
+func (h *Handle) collect(evs []unix.EpollEvent) (linked bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	h.qmu.Lock()
@@ -467,19 +474,39 @@ func (h *Handle) collect(evs []unix.EpollEvent) {
 			continue
 		case linkToken:
 			// Frames arrived: the next round's acquire applies them and
-			// kicks their ports.
+			// delivers their events.
+			linked = true
 			continue
 		}
-		pn := Port(ev.Fd)
-		p := h.ports[pn]
-		switch {
-		case p == nil: // closed meanwhile
-		case p.masked:
-			p.fired = true
-		case !slices.Contains(h.queue, pn):
-			h.queue = append(h.queue, pn)
-		}
+		h.firedLocked(Port(ev.Fd))
 	}
+	return linked
+}
+
+// firedLocked queues a port that fired, or marks it fired if masked.
+// Preconditions: h.mu (read) and h.qmu held.
+func (h *Handle) firedLocked(pn Port) bool {
+	p := h.ports[pn]
+	switch {
+	case p == nil: // closed meanwhile, or another handle's
+		return false
+	case p.masked:
+		p.fired = true
+	case !slices.Contains(h.queue, pn):
+		h.queue = append(h.queue, pn)
+	}
+	return true
+}
+
+// fire takes an event a link brought for one of this handle's ports,
+// instead of its eventfd; false for another handle's port.
+// Preconditions: h.wmu held (the waiting thread).
+func (h *Handle) fire(pn Port) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	return h.firedLocked(pn)
 }
 
 func (h *Handle) isClosed() bool {

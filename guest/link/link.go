@@ -49,6 +49,9 @@ type State struct {
 	c      *hv.Conn
 	ep     int          // epoll set of the links, level-triggered; see Fd
 	nlinks atomic.Int32 // working links: zero makes Acquire free
+	// npending counts rels with committed updates not applied yet, so
+	// ApplyArrived is free when there are none.
+	npending atomic.Int32
 
 	// view is held for writing while updates are applied, and for reading
 	// by the ring code while it reads indices and the data they cover
@@ -281,12 +284,30 @@ func (s *State) ReleaseAll() {
 }
 
 // Acquire applies every frame that has arrived, in this thread, and
-// makes the ports they concern pending.
-func (s *State) Acquire() {
+// makes the ports they concern pending. It reads every link.
+func (s *State) Acquire() { s.acquire(true, nil) }
+
+// AcquireFor is Acquire for a thread that waits on some ports: the ports
+// the frames make pending are first offered to direct, which takes those
+// it can deliver itself (no eventfd write, no second wake-up); the others
+// are kicked.
+func (s *State) AcquireFor(direct func(Port) bool) { s.acquire(true, direct) }
+
+// ApplyArrived applies the frames already read (by the background or
+// another thread), without reading the links: an entry into the library
+// whose caller will not look at the links (a send; a wait whose epoll
+// set includes them, and drains them when they are readable).
+func (s *State) ApplyArrived() {
+	if s.npending.Load() > 0 {
+		s.acquire(false, nil)
+	}
+}
+
+func (s *State) acquire(drain bool, direct func(Port) bool) {
 	if !s.Active() {
 		return
 	}
-	in := inbox{wait: true}
+	in := inbox{wait: true, direct: direct}
 	s.view.Lock()
 	s.mu.Lock()
 	for _, set := range s.pending {
@@ -294,8 +315,10 @@ func (s *State) Acquire() {
 			r.applyPending()
 		}
 	}
-	for _, l := range s.links {
-		s.drainLocked(l, true, &in)
+	if drain {
+		for _, l := range s.links {
+			s.drainLocked(l, true, &in)
+		}
 	}
 	s.mu.Unlock()
 	s.view.Unlock()
@@ -375,9 +398,10 @@ func write(fd int, b []byte, wait bool) (int, error) {
 // inbox is what a drain found for after the lock: ports to make pending
 // and requests to the agent.
 type inbox struct {
-	kick  map[Port]func()
-	posts []hypercall.Msg
-	wait  bool // make the requests and wait for their replies (an acquire)
+	kick   map[Port]func()
+	posts  []hypercall.Msg
+	wait   bool            // make the requests and wait for their replies (an acquire)
+	direct func(Port) bool // see AcquireFor
 }
 
 func (in *inbox) raise(p Port, kick func()) {
@@ -399,8 +423,10 @@ func (in *inbox) deliver(s *State) {
 			s.c.Post(m)
 		}
 	}
-	for _, k := range in.kick {
-		k()
+	for p, k := range in.kick {
+		if in.direct == nil || !in.direct(p) {
+			k()
+		}
 	}
 }
 

@@ -26,22 +26,30 @@ type relSet map[*rel]struct{}
 // relIndex is sets of rels by peer.
 type relIndex map[DomID]relSet
 
-func (m relIndex) add(r *rel) {
+// add adds r, reporting whether it was not there.
+func (m relIndex) add(r *rel) bool {
 	set := m[r.key.peer]
 	if set == nil {
 		set = relSet{}
 		m[r.key.peer] = set
 	}
+	_, had := set[r]
 	set[r] = struct{}{}
+	return !had
 }
 
-func (m relIndex) del(r *rel) {
-	if set := m[r.key.peer]; set != nil {
-		delete(set, r)
-		if len(set) == 0 {
-			delete(m, r.key.peer)
-		}
+// del removes r, reporting whether it was there.
+func (m relIndex) del(r *rel) bool {
+	set := m[r.key.peer]
+	if set == nil {
+		return false
 	}
+	_, had := set[r]
+	delete(set, r)
+	if len(set) == 0 {
+		delete(m, r.key.peer)
+	}
+	return had
 }
 
 // setTwin gives r a twin (nil: none), keeping the index of rels that diff.
@@ -119,7 +127,9 @@ func (s *State) dropRel(r *rel) {
 	r.dropped = true
 	s.diffing.del(r)
 	s.marked.del(r)
-	s.pending.del(r)
+	if s.pending.del(r) {
+		s.npending.Add(-1)
+	}
 	if s.rels[r.key] == r {
 		delete(s.rels, r.key)
 	}
@@ -533,7 +543,9 @@ func (r *rel) apply(payload []byte) {
 // applyPending applies the committed releases the background drained.
 // Preconditions: s.mu held.
 func (r *rel) applyPending() {
-	r.s.pending.del(r)
+	if r.s.pending.del(r) {
+		r.s.npending.Add(-1)
+	}
 	if b := r.pend.payload(); b != nil {
 		r.apply(b)
 	}

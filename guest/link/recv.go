@@ -39,10 +39,11 @@ func (s *State) drainLocked(l *peerLink, apply bool, in *inbox) {
 			s.killLocked(l, why) // the peer or its host went away
 			return
 		}
+		short := n < len(l.rbuf)-l.r1
 		l.r1 += n
 		taken += n
-		if !s.framesLocked(l, apply, in) {
-			return
+		if !s.framesLocked(l, apply, in) || short {
+			return // a short read emptied the socket: no EAGAIN read needed
 		}
 	}
 }
@@ -115,7 +116,9 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 					continue
 				}
 				r.pend.take(&r.stage)
-				s.pending.add(r)
+				if s.pending.add(r) {
+					s.npending.Add(1)
+				}
 				if apply {
 					r.applyPending()
 				}

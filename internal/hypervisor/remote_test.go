@@ -1082,3 +1082,40 @@ func TestRemotePipeDuplex(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteRTT measures an event round trip between two hypervisors'
+// domains in one process (their link a socket pair), for profiling with
+// SHI_RTT=1 go test -run RemoteRTT -cpuprofile.
+func TestRemoteRTT(t *testing.T) {
+	if os.Getenv("SHI_RTT") == "" {
+		t.Skip("set SHI_RTT=1")
+	}
+	_, ea, eb, pa, pb := remotePair(t)
+	const rounds = 20000
+	done := make(chan error, 1)
+	go func() {
+		for range rounds {
+			p, err := ea.Wait(5 * time.Second)
+			if err != nil {
+				done <- err
+				return
+			}
+			ea.Unmask(p)
+			ea.Notify(pa)
+		}
+		done <- nil
+	}()
+	start := time.Now()
+	for range rounds {
+		eb.Notify(pb)
+		p, err := eb.Wait(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eb.Unmask(p)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("round trip %v", time.Since(start)/rounds)
+}
