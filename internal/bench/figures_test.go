@@ -35,6 +35,76 @@ func TestFigureLine(t *testing.T) {
 	}
 }
 
+// A log as scripts/bench-remote.sh writes it: two phases, two rounds
+// each, the programs' other output in between.
+const benchLog = `== phase: no delay
+== round: 1
+TCP ping-pong of 16-byte messages with 10.77.0.1:7999, TCP_NODELAY, raw system calls (3 runs of 10000)
+tcp round trip = 40.00 µs (runs: 40.00 38.00 44.00)
+starting two domains through http://10.77.0.1:7070
+path                           round trip  runs
+shi event channel (h1 <-> h0)  80.00 µs    80µs 80µs 90µs
+remote evtchn round trip = 80.00 µs (runs: 80.00 80.00 90.00)
+tcp throughput = 1.000 GB/s (runs: 1.000 1.100 0.900)
+remote grant map = 800.00 µs (runs: 800.00)
+remote grant unmap = 200.00 µs (runs: 200.00)
+remote ring throughput = 0.900 GB/s (runs: 0.900 0.800 0.950)
+== round: 2
+remote evtchn round trip = 60.00 µs (runs: 60.00 60.00 60.00)
+tcp round trip = 50.00 µs (runs: 50.00 50.00 50.00)
+== phase: 1 ms delay
+== round: 1
+tcp round trip = 2100.00 µs (runs: 2100.00)
+remote evtchn round trip = 2310.00 µs (runs: 2310.00)
+`
+
+func TestSummarize(t *testing.T) {
+	var out strings.Builder
+	if err := Summarize(strings.NewReader(benchLog), &out, "no delay"); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	// The ratios end the output, the headline phase's last, in the order
+	// of RemoteRatios. Round trips pool all runs: shi 60 60 60 80 80 90
+	// (median 80), tcp 38 40 44 50 50 50 (median 50).
+	want := []string{
+		"remote evtchn round trip / tcp round trip (1 ms delay) = 1.10x (each round: 1.10)",
+		"remote evtchn round trip / tcp round trip = 1.60x (each round: 2.00 1.20; goal at most 1.3x: MISSED)",
+		"remote ring throughput / tcp throughput = 0.90x (each round: 0.90; goal at least 0.8x: met)",
+	}
+	if got := lines[len(lines)-3:]; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("last lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Medians, spreads and run counts, all runs of the phase pooled.
+	fields := map[string]bool{}
+	for _, l := range lines {
+		fields[strings.Join(strings.Fields(l), " ")] = true
+	}
+	for _, s := range []string{
+		"1 ms delay: median and spread of all runs (1 rounds)",
+		"no delay: median and spread of all runs (2 rounds)",
+		"remote grant map 800.00 µs 800.00–800.00 µs 1",
+		"tcp round trip 50.00 µs 38.00–50.00 µs 6",
+		"remote ring throughput 0.900 GB/s 0.800–0.950 GB/s 3",
+	} {
+		if !fields[s] {
+			t.Errorf("summary lacks %q", s)
+		}
+	}
+	if strings.Index(out.String(), "1 ms delay: median") > strings.Index(out.String(), "no delay: median") {
+		t.Error("the headline phase's table is not last")
+	}
+}
+
+func TestSummarizeNoRatio(t *testing.T) {
+	var out strings.Builder
+	err := Summarize(strings.NewReader("tcp round trip = 40.00 µs (runs: 40.00)\nremote ring throughput = 0.9 GB/s (runs: 0.9)\n"), &out, "no delay")
+	if err == nil || !strings.Contains(err.Error(), "no ratio") {
+		t.Fatalf("err %v", err)
+	}
+}
+
 func TestPlacement(t *testing.T) {
 	for _, tc := range []struct {
 		node, hosts string

@@ -5,23 +5,27 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"shi/internal/bench"
 )
 
 func init() {
-	register("benchtcp", "(internal) the TCP baselines of scripts/bench-remote.sh", runBenchTCP)
+	register("benchtcp", "(internal) the TCP baselines and the summary of scripts/bench-remote.sh", runBenchTCP)
 }
 
 const benchTCPUsage = `usage: shi benchtcp serve -listen IP:PORT
        shi benchtcp ping -addr IP:PORT [-rounds N] [-runs N] [-size BYTES] [-delay-ms MS]
        shi benchtcp stream -addr IP:PORT [-mib N] [-chunk KIB] [-runs N] [-delay-ms MS]
+       shi benchtcp summary [-headline PHASE] [LOG...]
 
 The TCP baselines that scripts/bench-remote.sh sets shi's cross-host
 benchmarks against, between two test hosts: serve on one, ping or stream
 from the other. ping and stream end with a figure line (NAME = MEDIAN
-UNIT (runs: ...)).`
+UNIT (runs: ...)); summary reads the script's log (stdin without LOG)
+and prints the medians, spreads and ratios.`
 
 // runBenchTCP is "shi benchtcp".
 func runBenchTCP(ctx context.Context, env *Env, args []string) int {
@@ -37,6 +41,8 @@ func runBenchTCP(ctx context.Context, env *Env, args []string) int {
 		err = benchTCPPing(env, args[1:])
 	case "stream":
 		err = benchTCPStream(env, args[1:])
+	case "summary":
+		err = benchTCPSummary(env, args[1:])
 	case "-h", "-help", "--help":
 		fmt.Fprintln(env.Stderr, benchTCPUsage)
 		return 0
@@ -140,4 +146,27 @@ func tcpMode(delayMs float64) string {
 		return "raw system calls"
 	}
 	return fmt.Sprintf("%g ms added to each write by internal/faultnet, in Go's netpoller", delayMs)
+}
+
+func benchTCPSummary(env *Env, args []string) error {
+	fs := flag.NewFlagSet("shi benchtcp summary", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	headline := fs.String("headline", "no delay", "the phase whose ratios print last, with their goals")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var r io.Reader = env.Stdin
+	if fs.NArg() > 0 {
+		var rs []io.Reader
+		for _, name := range fs.Args() {
+			f, err := os.Open(name)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			rs = append(rs, f)
+		}
+		r = io.MultiReader(rs...)
+	}
+	return bench.Summarize(r, env.Stdout, *headline)
 }

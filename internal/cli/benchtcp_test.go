@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"shi/internal/bench"
 )
 
 func TestBenchTCPUsage(t *testing.T) {
@@ -64,5 +68,23 @@ func TestBenchTCPServeStreamPing(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve still runs 10 s after its context ended")
+	}
+}
+
+func TestBenchTCPSummary(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "bench.log")
+	text := "== phase: no delay\n== round: 1\n" +
+		bench.MicrosFigure(bench.FigTCPRoundTrip, []time.Duration{40 * time.Microsecond}).Line() + "\n" +
+		bench.MicrosFigure(bench.FigRemoteEvtchn, []time.Duration{48 * time.Microsecond}).Line() + "\n"
+	if err := os.WriteFile(log, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := run(t, "", "benchtcp", "summary", log)
+	want := "remote evtchn round trip / tcp round trip = 1.20x (each round: 1.20; goal at most 1.3x: met)"
+	if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), "\n"+want) {
+		t.Fatalf("exit %d\n%s%s\nwant last line %q", code, out, errs, want)
+	}
+	if code, _, errs := run(t, "", "benchtcp", "summary", filepath.Join(t.TempDir(), "none")); code != 1 || !strings.Contains(errs, "no such file") {
+		t.Errorf("missing log: %d %q", code, errs)
 	}
 }
