@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +27,12 @@ import (
 
 const setupTimeout = 60 * time.Second
 
+// CPUProfileEnv, in a benchmark domain's environment, names a directory
+// (writable by the domain's uid) where it writes a CPU profile of its
+// role, ROLE-dom<ID>.pprof, when the role is done ("shi bench evtchn|ring
+// -cpuprofile DIR").
+const CPUProfileEnv = "SHI_BENCH_CPUPROFILE"
+
 // DomainMain runs one role of a benchmark domain; it returns only on
 // failure (a finished domain waits to be destroyed).
 func DomainMain(args []string) error {
@@ -32,6 +40,19 @@ func DomainMain(args []string) error {
 		return err
 	}
 	select {} // until destroyed
+}
+
+// startCPUProfile profiles this process into dir until stop is called.
+func startCPUProfile(dir, role string, me abi.DomID) (stop func(), err error) {
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-dom%d.pprof", role, me)))
+	if err != nil {
+		return nil, fmt.Errorf("benchdomain: cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("benchdomain: cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // domainRole runs the role and returns when it is done.
@@ -54,6 +75,13 @@ func domainRole(args []string) error {
 	d, err := newBenchDomain()
 	if err != nil {
 		return err
+	}
+	if dir := os.Getenv(CPUProfileEnv); dir != "" {
+		stop, err := startCPUProfile(dir, args[0], d.me)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	switch args[0] {
 	case "evtchn-pong":

@@ -26,6 +26,9 @@ type DomainsConfig struct {
 	// Node pins both domains to one host (default: placement decides,
 	// which on one host is that host).
 	Node string
+	// ProfileDir, if set, makes each domain write a CPU profile of its
+	// role there (see CPUProfileEnv); it must be writable by the domains.
+	ProfileDir string
 	// Hosts, when set, places the first domain on Hosts[0] and the second
 	// on Hosts[1]. Two different hosts make the benchmark a cross-host
 	// one (Remote); the same host twice is Node. Leave Node empty then.
@@ -136,6 +139,9 @@ func (p *benchPair) create(ctx context.Context, i int, name string, role string,
 	}
 	args := append(append(append([]string(nil), exe[1:]...), role), params...)
 	env := p.cfg.Env
+	if p.cfg.ProfileDir != "" {
+		env = append(append([]string(nil), env...), CPUProfileEnv+"="+p.cfg.ProfileDir)
+	}
 	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\n", name, exe[0], q(args), q(env))
 	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.node(i)})
 	if err != nil {
@@ -260,6 +266,10 @@ func (p *benchPair) run(ctx context.Context, i, run int) (time.Duration, error) 
 func (p *benchPair) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if p.cfg.ProfileDir != "" {
+		// A domain writes its profile after its last result.
+		time.Sleep(time.Second)
+	}
 	for _, d := range p.doms {
 		p.client.DestroyDomain(ctx, strconv.Itoa(int(d.ID)))
 	}

@@ -25,14 +25,16 @@ func runBenchDomain(ctx context.Context, env *Env, args []string) int {
 
 // domainFlags are the flags every domain benchmark has.
 type domainFlags struct {
-	node, hosts *string
+	node, hosts, profile *string
 }
 
-// addDomainFlags adds -node and -hosts to a domain benchmark's flags.
+// addDomainFlags adds -node, -hosts and -cpuprofile to a domain
+// benchmark's flags.
 func addDomainFlags(fs *flag.FlagSet) domainFlags {
 	return domainFlags{
-		node:  fs.String("node", "", "host to run both domains on"),
-		hosts: fs.String("hosts", "", "A,B: the first domain on host A, the second on host B (shi alone across hosts, no local baseline)"),
+		node:    fs.String("node", "", "host to run both domains on"),
+		hosts:   fs.String("hosts", "", "A,B: the first domain on host A, the second on host B (shi alone across hosts, no local baseline)"),
+		profile: fs.String("cpuprofile", "", "directory (writable by the domains' uids) for a CPU profile of each domain"),
 	}
 }
 
@@ -44,6 +46,7 @@ func domainsConfig(ctx context.Context, env *Env, f domainFlags) (bench.DomainsC
 	if err != nil {
 		return dc, err
 	}
+	dc.ProfileDir = *f.profile
 	if _, err := agentClient(env).Self(ctx); err != nil {
 		return dc, err
 	}
