@@ -5,12 +5,13 @@
 #             only their seed corpora)
 # make race   the tests under the race detector (about twice as slow)
 # make bench-cluster  the 3-host cluster benchmarks (root; RUNS=3 for three runs)
+# make bench-remote   event channels and rings between two hosts vs TCP (root)
 
 GO       ?= go
 FUZZTIME ?= 10s
 TESTFLAGS ?=
 
-.PHONY: all test deps build fuzz race clean bench-cluster
+.PHONY: all test deps build fuzz race clean bench-cluster bench-remote
 
 all: build
 
@@ -35,3 +36,8 @@ clean:
 # The 3-host cluster benchmarks (root, a few minutes; RUNS=3 for three runs).
 bench-cluster:
 	scripts/bench-cluster.sh
+
+# Event channels and granted rings between two test hosts against TCP
+# between them (root, about 4 minutes; RUNS=5 for more rounds).
+bench-remote:
+	scripts/bench-remote.sh

@@ -63,6 +63,8 @@ func RunChild() {
 		err = pongChild(os.Getenv("SHI_BENCH_ROUNDS"))
 	case "unix-sink":
 		err = sinkChild(os.Getenv("SHI_BENCH_CHUNK"))
+	case "tcp-serve":
+		err = tcpServeChild()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

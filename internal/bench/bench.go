@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Table prints aligned rows.
@@ -20,7 +22,7 @@ type Table struct {
 // Row adds a row.
 func (t *Table) Row(cells ...string) { t.rows = append(t.rows, cells) }
 
-// Flush prints the rows.
+// Flush prints the rows, columns aligned by characters (µs, –), not bytes.
 func (t *Table) Flush() {
 	var w []int
 	for _, r := range t.rows {
@@ -28,7 +30,7 @@ func (t *Table) Flush() {
 			if i >= len(w) {
 				w = append(w, 0)
 			}
-			w[i] = max(w[i], len(c))
+			w[i] = max(w[i], utf8.RuneCountInString(c))
 		}
 	}
 	for _, r := range t.rows {
@@ -36,7 +38,7 @@ func (t *Table) Flush() {
 			if i == len(r)-1 {
 				fmt.Fprintln(t.W, c)
 			} else {
-				fmt.Fprintf(t.W, "%-*s  ", w[i], c)
+				fmt.Fprintf(t.W, "%s%s  ", c, strings.Repeat(" ", w[i]-utf8.RuneCountInString(c)))
 			}
 		}
 	}

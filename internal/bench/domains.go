@@ -26,6 +26,69 @@ type DomainsConfig struct {
 	// Node pins both domains to one host (default: placement decides,
 	// which on one host is that host).
 	Node string
+	// ProfileDir, if set, makes each domain write a CPU profile of its
+	// role there (see CPUProfileEnv); it must be writable by the domains.
+	ProfileDir string
+	// Hosts, when set, places the first domain on Hosts[0] and the second
+	// on Hosts[1]. Two different hosts make the benchmark a cross-host
+	// one (Remote); the same host twice is Node. Leave Node empty then.
+	Hosts [2]string
+}
+
+// Remote reports whether the two domains run on different hosts: the
+// benchmark then measures shi alone, since no local baseline (an
+// eventfd, a Unix socket) crosses hosts as its domains do.
+func (c *DomainsConfig) Remote() bool {
+	return c.Hosts[0] != "" && c.Hosts[1] != "" && c.Hosts[0] != c.Hosts[1]
+}
+
+// node is the host the i-th domain of a pair (0: the first) is created
+// on; "" lets placement choose.
+func (c *DomainsConfig) node(i int) string {
+	if c.Hosts[i] != "" {
+		return c.Hosts[i]
+	}
+	return c.Node
+}
+
+// ParseHosts parses "A,B", the two hosts of a benchmark's domains.
+func ParseHosts(s string) ([2]string, error) {
+	a, b, ok := strings.Cut(s, ",")
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	if !ok || a == "" || b == "" || strings.Contains(b, ",") {
+		return [2]string{}, fmt.Errorf("hosts %q: want two host names, A,B", s)
+	}
+	return [2]string{a, b}, nil
+}
+
+// Placement is where a benchmark's pair of domains goes, from the -node
+// and -hosts flags of "shi bench": at most one of them may be set.
+func Placement(node, hosts string) (DomainsConfig, error) {
+	var c DomainsConfig
+	switch {
+	case node != "" && hosts != "":
+		return c, errors.New("-node puts both domains on one host, -hosts one on each: give one of them")
+	case hosts != "":
+		h, err := ParseHosts(hosts)
+		if err != nil {
+			return c, err
+		}
+		c.Hosts = h
+	default:
+		c.Node = node
+	}
+	return c, nil
+}
+
+// where describes the pair's placement for a benchmark's header.
+func (c *DomainsConfig) where() string {
+	switch {
+	case c.Remote():
+		return fmt.Sprintf("a domain on %s and one on %s", c.Hosts[0], c.Hosts[1])
+	case c.node(0) != "":
+		return "two domains on " + c.node(0)
+	}
+	return "two local domains"
 }
 
 func (c *DomainsConfig) exe() ([]string, error) {
@@ -58,7 +121,8 @@ func newPair(cfg DomainsConfig) (*benchPair, error) {
 	return &benchPair{cfg: cfg, client: api.NewClient(cfg.API), xs: c}, nil
 }
 
-func (p *benchPair) create(ctx context.Context, name string, role string, params ...string) (api.Domain, error) {
+// create creates the i-th domain of the pair (0: the first).
+func (p *benchPair) create(ctx context.Context, i int, name string, role string, params ...string) (api.Domain, error) {
 	exe, err := p.cfg.exe()
 	if err != nil {
 		return api.Domain{}, err
@@ -74,8 +138,12 @@ func (p *benchPair) create(ctx context.Context, name string, role string, params
 		return b.String()
 	}
 	args := append(append(append([]string(nil), exe[1:]...), role), params...)
-	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\n", name, exe[0], q(args), q(p.cfg.Env))
-	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.Node})
+	env := p.cfg.Env
+	if p.cfg.ProfileDir != "" {
+		env = append(append([]string(nil), env...), CPUProfileEnv+"="+p.cfg.ProfileDir)
+	}
+	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\n", name, exe[0], q(args), q(env))
+	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.node(i)})
 	if err != nil {
 		return d, fmt.Errorf("create %s: %w", name, err)
 	}
@@ -86,11 +154,11 @@ func (p *benchPair) create(ctx context.Context, name string, role string, params
 // start creates the pair and introduces them.
 func (p *benchPair) start(ctx context.Context, kind, firstRole, secondRole string, params ...string) error {
 	tag := fmt.Sprintf("bench-%s-%d", kind, os.Getpid())
-	a, err := p.create(ctx, tag+"-a", firstRole, params...)
+	a, err := p.create(ctx, 0, tag+"-a", firstRole, params...)
 	if err != nil {
 		return err
 	}
-	b, err := p.create(ctx, tag+"-b", secondRole, append([]string{"peer=" + strconv.Itoa(int(a.ID))}, params...)...)
+	b, err := p.create(ctx, 1, tag+"-b", secondRole, append([]string{"peer=" + strconv.Itoa(int(a.ID))}, params...)...)
 	if err != nil {
 		return err
 	}
@@ -198,6 +266,10 @@ func (p *benchPair) run(ctx context.Context, i, run int) (time.Duration, error) 
 func (p *benchPair) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if p.cfg.ProfileDir != "" {
+		// A domain writes its profile after its last result.
+		time.Sleep(time.Second)
+	}
 	for _, d := range p.doms {
 		p.client.DestroyDomain(ctx, strconv.Itoa(int(d.ID)))
 	}

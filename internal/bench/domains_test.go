@@ -51,6 +51,32 @@ func TestEvtchnBench(t *testing.T) {
 	}
 }
 
+// TestHostsPlacement: -hosts A,A is the single-host benchmark on A, last
+// line and all; with two hosts the second domain goes to the second
+// host (here one the cluster lacks, so its create fails, naming it) and
+// the first is not left behind.
+func TestHostsPlacement(t *testing.T) {
+	e := domaintest.Start(t)
+	cfg := domainsConfig(e)
+	cfg.Hosts = [2]string{e.Host, e.Host}
+	var out strings.Builder
+	if err := RunEvtchn(context.Background(), EvtchnConfig{DomainsConfig: cfg, Rounds: 100, Runs: 1}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(lastLine(out.String()), "evtchn round trip / eventfd round trip = ") {
+		t.Fatalf("-hosts A,A: last line %q", lastLine(out.String()))
+	}
+	cfg.Hosts = [2]string{e.Host, "nosuchhost"}
+	err := RunEvtchn(context.Background(), EvtchnConfig{DomainsConfig: cfg, Rounds: 100, Runs: 1}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-b: ") || !strings.Contains(err.Error(), "nosuchhost") {
+		t.Fatalf("second domain on a host that does not exist: %v", err)
+	}
+	t.Log(err)
+	for _, d := range e.Manager.List() {
+		t.Errorf("domain %s (id %d) left behind", d.Name, d.ID)
+	}
+}
+
 func TestRingBench(t *testing.T) {
 	e := domaintest.Start(t)
 	var out strings.Builder

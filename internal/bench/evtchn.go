@@ -19,6 +19,9 @@ type EvtchnConfig struct {
 // domains (each send one write to the peer's eventfd doorbell, each
 // receive epoll, drain and unmask) against a raw eventfd ping-pong
 // between two processes, and prints a table whose last line is the ratio.
+// With the domains on two hosts (cfg.Remote) it measures shi alone, each
+// send one frame on the domains' link, and the last line is the figure
+// (see Figure); scripts/bench-remote.sh sets it against TCP.
 func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 	if cfg.Rounds <= 0 {
 		cfg.Rounds = 10000
@@ -34,6 +37,9 @@ func RunEvtchn(ctx context.Context, cfg EvtchnConfig, w io.Writer) error {
 	params := []string{"rounds=" + strconv.Itoa(cfg.Rounds), "runs=" + strconv.Itoa(cfg.Runs)}
 	if err := p.start(ctx, "evtchn", "evtchn-pong", "evtchn-ping", params...); err != nil {
 		return err
+	}
+	if cfg.Remote() {
+		return remoteEvtchn(ctx, cfg, p, w)
 	}
 	// Runs alternate between the two paths, so that both see the same
 	// load on a shared machine.
@@ -70,4 +76,26 @@ func fmtDurations(ds []time.Duration) string {
 		s += d.Round(10 * time.Nanosecond).String()
 	}
 	return s
+}
+
+// remoteEvtchn runs the round trips of a pair on two hosts, back to back:
+// there is no baseline to alternate with.
+func remoteEvtchn(ctx context.Context, cfg EvtchnConfig, p *benchPair, w io.Writer) error {
+	var dom []time.Duration
+	for i := range cfg.Runs {
+		d, err := p.run(ctx, 1, i)
+		if err != nil {
+			return err
+		}
+		dom = append(dom, d)
+	}
+	fmt.Fprintf(w, "event-channel round trip between %s (median of %d runs of %d; shi alone: no local baseline crosses hosts)\n",
+		cfg.where(), cfg.Runs, cfg.Rounds)
+	f := MicrosFigure(FigRemoteEvtchn, dom)
+	t := &Table{W: w}
+	t.Row("path", "round trip", "runs")
+	t.Row(fmt.Sprintf("shi event channel (%s <-> %s)", cfg.Hosts[1], cfg.Hosts[0]), f.String(), fmtDurations(dom))
+	t.Flush()
+	fmt.Fprintln(w, f.Line())
+	return nil
 }

@@ -42,7 +42,10 @@ func (c *RingConfig) defaults() {
 // RunRing streams cfg.Bytes from one local domain to another through a
 // granted ring (guest/ring's pipe) and over a Unix socket between two
 // processes, measures grant map+unmap, and prints a table whose last line
-// is the throughput ratio.
+// is the throughput ratio. With the domains on two hosts (cfg.Remote) the
+// producer is the second domain, so the stream flows from Hosts[1] to
+// Hosts[0], and the consumer maps a grant of the other host; shi is
+// measured alone and the last line is the throughput figure (see Figure).
 func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	cfg.defaults()
 	p, err := newPair(cfg.DomainsConfig)
@@ -58,6 +61,9 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	if err := p.start(ctx, "ring", "ring-consumer", "ring-producer", params...); err != nil {
 		return err
 	}
+	if cfg.Remote() {
+		return remoteRing(ctx, cfg, p, w)
+	}
 	// Runs alternate between the two paths (see RunEvtchn).
 	var sock, ring []float64
 	for i := range cfg.Runs {
@@ -72,26 +78,11 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 		}
 		ring = append(ring, float64(cfg.Bytes)/d.Seconds())
 	}
-	v, err := p.result(ctx, 0, "map", 5*time.Minute)
+	perMap, _, err := mapTimes(ctx, cfg, p)
 	if err != nil {
 		return err
 	}
-	mapNs, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return fmt.Errorf("bad map result %q", v)
-	}
-	gb := func(xs []float64) string {
-		s := ""
-		for i, x := range xs {
-			if i > 0 {
-				s += " "
-			}
-			s += fmt.Sprintf("%.2f", x/1e9)
-		}
-		return s
-	}
 	sockM, ringM := medianF(sock), medianF(ring)
-	perMap := time.Duration(mapNs) / time.Duration(cfg.MapRounds)
 	fmt.Fprintf(w, "%s stream between two local domains through a granted ring (%d KiB) vs a Unix socket between two processes (median of %d runs)\n",
 		bytesIEC(cfg.Bytes), cfg.RingPages*4, cfg.Runs)
 	t := &Table{W: w}
@@ -102,6 +93,65 @@ func RunRing(ctx context.Context, cfg RingConfig, w io.Writer) error {
 	t.Flush()
 	fmt.Fprintf(w, "ring throughput / unix socket throughput = %.2fx (goal: at least 1.5x)\n", ringM/sockM)
 	return nil
+}
+
+// remoteRing runs the streams of a pair on two hosts back to back (there
+// is no baseline to alternate with) and prints shi's figures.
+func remoteRing(ctx context.Context, cfg RingConfig, p *benchPair, w io.Writer) error {
+	var ring []float64
+	for i := range cfg.Runs {
+		d, err := p.run(ctx, 0, i)
+		if err != nil {
+			return err
+		}
+		ring = append(ring, float64(cfg.Bytes)/d.Seconds())
+	}
+	perMap, mapOnly, err := mapTimes(ctx, cfg, p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s stream through a granted ring (%d KiB, %d KiB writes) between %s, from %s to %s (median of %d runs; shi alone: no local baseline crosses hosts)\n",
+		bytesIEC(cfg.Bytes), cfg.RingPages*4, cfg.Chunk>>10, cfg.where(), cfg.Hosts[1], cfg.Hosts[0], cfg.Runs)
+	f := GBFigure(FigRemoteRing, ring)
+	t := &Table{W: w}
+	t.Row("path", "figure", "runs")
+	t.Row("shi granted ring", f.String(), gb(ring))
+	t.Row("grant map+unmap of the other host's grant", perMap.Round(100*time.Nanosecond).String(),
+		fmt.Sprintf("%d cycles: map %v, unmap %v each", cfg.MapRounds, mapOnly.Round(100*time.Nanosecond), (perMap-mapOnly).Round(100*time.Nanosecond)))
+	t.Flush()
+	fmt.Fprintln(w, MicrosFigure(FigRemoteMap, []time.Duration{mapOnly}).Line())
+	fmt.Fprintln(w, MicrosFigure(FigRemoteUnmap, []time.Duration{perMap - mapOnly}).Line())
+	fmt.Fprintln(w, f.Line())
+	return nil
+}
+
+// mapTimes waits for the consumer's grant map figures and returns the
+// mean time of a map+unmap cycle and of its map.
+func mapTimes(ctx context.Context, cfg RingConfig, p *benchPair) (cycle, mapOnly time.Duration, err error) {
+	var ns [2]int64
+	for i, key := range []string{"map", "maponly"} {
+		v, err := p.result(ctx, 0, key, 5*time.Minute)
+		if err != nil {
+			return 0, 0, err
+		}
+		if ns[i], err = strconv.ParseInt(v, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("bad %s result %q", key, v)
+		}
+	}
+	n := time.Duration(cfg.MapRounds)
+	return time.Duration(ns[0]) / n, time.Duration(ns[1]) / n, nil
+}
+
+// gb formats throughputs (bytes per second) in GB/s.
+func gb(xs []float64) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%.2f", x/1e9)
+	}
+	return s
 }
 
 func bytesIEC(b int64) string {

@@ -23,15 +23,37 @@ func runBenchDomain(ctx context.Context, env *Env, args []string) int {
 	return 1
 }
 
-// domainsConfig finds the agent the benchmark's domains start through,
-// and says so plainly when none answers.
-func domainsConfig(ctx context.Context, env *Env, node string) (bench.DomainsConfig, error) {
+// domainFlags are the flags every domain benchmark has.
+type domainFlags struct {
+	node, hosts, profile *string
+}
+
+// addDomainFlags adds -node, -hosts and -cpuprofile to a domain
+// benchmark's flags.
+func addDomainFlags(fs *flag.FlagSet) domainFlags {
+	return domainFlags{
+		node:    fs.String("node", "", "host to run both domains on"),
+		hosts:   fs.String("hosts", "", "A,B: the first domain on host A, the second on host B (shi alone across hosts, no local baseline)"),
+		profile: fs.String("cpuprofile", "", "directory (writable by the domains' uids) for a CPU profile of each domain"),
+	}
+}
+
+// domainsConfig checks the placement flags, finds the agent the
+// benchmark's domains start through, and says so plainly when none
+// answers.
+func domainsConfig(ctx context.Context, env *Env, f domainFlags) (bench.DomainsConfig, error) {
+	dc, err := bench.Placement(*f.node, *f.hosts)
+	if err != nil {
+		return dc, err
+	}
+	dc.ProfileDir = *f.profile
 	if _, err := agentClient(env).Self(ctx); err != nil {
-		return bench.DomainsConfig{}, err
+		return dc, err
 	}
 	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
-	sock, _ := findXenstoreSocket(ctx, env)
-	return bench.DomainsConfig{API: api.AgentURL(env.Getenv), Xenstore: sock, Node: node}, nil
+	dc.API = api.AgentURL(env.Getenv)
+	dc.Xenstore, _ = findXenstoreSocket(ctx, env)
+	return dc, nil
 }
 
 func benchEvtchn(ctx context.Context, env *Env, args []string) error {
@@ -39,11 +61,11 @@ func benchEvtchn(ctx context.Context, env *Env, args []string) error {
 	fs.SetOutput(env.Stderr)
 	rounds := fs.Int("rounds", 10000, "round trips per run")
 	runs := fs.Int("runs", 11, "runs (the median is reported)")
-	node := fs.String("node", "", "host to run both domains on")
+	df := addDomainFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dc, err := domainsConfig(ctx, env, *node)
+	dc, err := domainsConfig(ctx, env, df)
 	if err != nil {
 		return err
 	}
@@ -59,11 +81,11 @@ func benchRing(ctx context.Context, env *Env, args []string) error {
 	runs := fs.Int("runs", 5, "runs (the median is reported)")
 	maps := fs.Int("maps", 2000, "grant map+unmap cycles timed")
 	spin := fs.Int("spin", 0, "µs the pipe polls before sleeping (0: the library's default, -1: none)")
-	node := fs.String("node", "", "host to run both domains on")
+	df := addDomainFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dc, err := domainsConfig(ctx, env, *node)
+	dc, err := domainsConfig(ctx, env, df)
 	if err != nil {
 		return err
 	}
