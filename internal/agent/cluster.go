@@ -69,6 +69,18 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 	a.members = m
+	// Contact the seeds now, not at the reconnect loop's first tick: a
+	// host that joins a running cluster must learn of it before the
+	// bootstrap loop (one stable second) could think it alone.
+	if len(cfg.Join) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if n, err := m.Join(cfg.Join); n == 0 {
+				a.log.Info("no seed answered yet; the reconnect loop keeps trying", "join", cfg.Join, "err", err)
+			}
+		}()
+	}
 
 	loops := []func(context.Context){a.bootstrapLoop, a.leaderLoop, a.eventLoop, a.metaLoop, a.domainLoop}
 	wg.Add(len(loops))
