@@ -138,7 +138,7 @@ func Open(c *hv.Conn) (*Handle, error) {
 		return nil, err
 	}
 	ln := link.For(c)
-	if err := errors.Join(ep.Add(self.Fd(), unix.EPOLLIN, selfToken), ep.Add(ln.Fd(), unix.EPOLLIN, linkToken)); err != nil {
+	if err := errors.Join(ep.Add(self.Fd(), unix.EPOLLIN, selfToken), ln.Watch(ep.Fd(), linkToken)); err != nil {
 		ep.Close()
 		self.Close()
 		return nil, err
@@ -693,6 +693,7 @@ func (h *Handle) Close() error {
 		delete(h.ports, pn)
 	}
 	h.mu.Unlock()
+	h.ln.Unwatch(h.ep.Fd())
 	h.self.Close()
 	return h.ep.Close()
 }

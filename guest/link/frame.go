@@ -121,6 +121,9 @@ func parseRuns(b []byte, fn func(run)) error {
 // update changes nothing.
 func checkRuns(b []byte) error { return parseRuns(b, func(run) {}) }
 
+// putRunLen sets the length in a run header.
+func putRunLen(h []byte, n int) { binary.LittleEndian.PutUint16(h[2:], uint16(n)) }
+
 // appendRun appends one run's header and bytes.
 func appendRun(b []byte, off int, data []byte) []byte {
 	b = binary.LittleEndian.AppendUint16(b, uint16(off))

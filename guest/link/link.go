@@ -71,7 +71,8 @@ type State struct {
 	pages    map[uintptr]*page // by the address of each view of the page
 	explicit map[uintptr]bool  // pages whose writes are reported (Explicit)
 	nextGen  uint32
-	bg       bool // the background goroutine runs
+	watchers map[int]int32 // epoll sets (of evtchn handles) that watch the links, with their token
+	bg       bool          // the background goroutine runs
 	forged   int  // refused updates, for log rate limiting
 }
 
@@ -92,6 +93,8 @@ type peerLink struct {
 	rbuf   []byte
 	r0, r1 int    // unread input is rbuf[r0:r1]
 	out    []byte // frames queued for writing, in order
+	spans  []span // page bytes shipped where they are, between out's bytes
+	extern int    // bytes in spans
 	spare  []byte
 	early  map[Port]bool // events for ports not bound yet (see BindPort)
 	staged []*rel        // rels with updates of a release not committed yet
@@ -118,7 +121,32 @@ func For(c *hv.Conn) *State {
 func newState(c *hv.Conn, ep int) *State {
 	return &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
 		rels: map[relKey]*rel{}, diffing: relIndex{}, marked: relIndex{}, pending: relIndex{},
-		pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}}
+		pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}, watchers: map[int]int32{}}
+}
+
+// Watch adds every link, now and later, to the epoll set epfd with token
+// (level-triggered): a thread waiting on it wakes when frames arrive, and
+// acquires. Directly, not through a nested epoll set: one wake-up less.
+func (s *State) Watch(epfd int, token int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.links {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, l.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: token}); err != nil {
+			return err
+		}
+	}
+	s.watchers[epfd] = token
+	return nil
+}
+
+// Unwatch undoes Watch.
+func (s *State) Unwatch(epfd int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.watchers, epfd)
+	for _, l := range s.links {
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
+	}
 }
 
 // Fd is readable while a link has input: evtchn handles watch it, so a
@@ -151,6 +179,9 @@ func (s *State) adopt(m hypercall.Msg, fds []int) {
 		unix.Close(fd)
 		return
 	}
+	for epfd, token := range s.watchers {
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: token})
+	}
 	s.links[peer] = l
 	s.nlinks.Add(1)
 	if !s.bg {
@@ -170,12 +201,15 @@ func (s *State) killLocked(l *peerLink, why string) {
 		fmt.Fprintf(os.Stderr, "shi link: link to dom%d ends: %s\n", l.peer, why)
 	}
 	l.dead = true
-	l.out = nil
+	l.out, l.spans, l.extern = nil, nil, 0
 	if s.links[l.peer] == l {
 		delete(s.links, l.peer)
 	}
 	s.nlinks.Add(-1)
 	unix.EpollCtl(s.ep, unix.EPOLL_CTL_DEL, l.fd, nil)
+	for epfd := range s.watchers {
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
+	}
 	// Shut down now (a blocked writer fails at once); close once no
 	// writer can still use the descriptor number.
 	unix.Shutdown(l.fd, unix.SHUT_RDWR)
@@ -256,7 +290,7 @@ func (s *State) Release(peer DomID) {
 		return
 	}
 	s.releaseLocked(l)
-	queued := len(l.out) > 0
+	queued := l.queued()
 	s.mu.Unlock()
 	if queued {
 		s.flush(l)
@@ -273,7 +307,7 @@ func (s *State) ReleaseAll() {
 	s.mu.Lock()
 	for _, l := range s.links {
 		s.releaseLocked(l)
-		if len(l.out) > 0 {
+		if l.queued() {
 			ls = append(ls, l)
 		}
 	}
@@ -349,51 +383,98 @@ func (s *State) flush(l *peerLink) {
 // Preconditions: l.wmu held.
 func (s *State) flushWmu(l *peerLink, wait bool) {
 	s.mu.Lock()
-	buf := l.out
-	l.out, l.spare = l.spare[:0], nil
+	buf, spans := l.out, l.spans
+	l.out, l.spare, l.spans, l.extern = l.spare[:0], nil, nil, 0
 	dead := l.dead
 	s.mu.Unlock()
-	if dead || len(buf) == 0 {
+	if dead || len(buf)+len(spans) == 0 {
 		return
 	}
-	n, err := write(l.fd, buf, wait)
+	iov := make([][]byte, 0, 2*len(spans)+1)
+	prev := 0
+	for _, sp := range spans {
+		if sp.at > prev {
+			iov = append(iov, buf[prev:sp.at])
+		}
+		iov = append(iov, sp.b)
+		prev = sp.at
+	}
+	if prev < len(buf) {
+		iov = append(iov, buf[prev:])
+	}
+	rest, err := writev(l.fd, iov, wait)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case err != nil:
 		s.killLocked(l, "write: "+err.Error())
-	case n < len(buf):
-		rest := append([]byte(nil), buf[n:]...)
-		l.out = append(rest, l.out...)
+	case len(rest) > 0:
+		// What did not fit goes first again, as bytes of its own (the
+		// spans of what is queued now move behind it).
+		var b []byte
+		for _, v := range rest {
+			b = append(b, v...)
+		}
+		for i := range l.spans {
+			l.spans[i].at += len(b)
+		}
+		l.out = append(b, l.out...)
 	case cap(buf) <= 4<<20:
 		l.spare = buf[:0]
 	}
 }
 
-// write writes b to a non-blocking socket; if wait, all of it, waiting for
-// room as a blocking write would.
-func write(fd int, b []byte, wait bool) (int, error) {
-	done := 0
-	for done < len(b) {
-		n, err := unix.Write(fd, b[done:])
+// span is page bytes shipped where they are: b goes before out[at:].
+type span struct {
+	at int
+	b  []byte
+}
+
+// minSpan is the smallest run shipped from the page itself rather than
+// copied into the queue.
+const minSpan = 1024
+
+// queued reports whether l has frames to write.
+// Preconditions: s.mu held.
+func (l *peerLink) queued() bool { return len(l.out) > 0 || len(l.spans) > 0 }
+
+// outLen is the bytes queued on l.
+// Preconditions: s.mu held.
+func (l *peerLink) outLen() int { return len(l.out) + l.extern }
+
+// writev writes iov to a non-blocking socket; if wait, all of it, waiting
+// for room as a blocking write would; else it returns what did not fit.
+func writev(fd int, iov [][]byte, wait bool) ([][]byte, error) {
+	for len(iov) > 0 {
+		batch := iov[:min(len(iov), 1024)] // IOV_MAX
+		n, err := unix.Writev(fd, batch)
 		switch {
 		case err == unix.EAGAIN && !wait:
-			return done, nil
+			return iov, nil
 		case err == unix.EAGAIN:
 			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 			if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
-				return done, err
+				return iov, err
 			}
 			continue
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return done, err
+			return iov, err
 		}
-		done += n
+		for n > 0 {
+			if n >= len(iov[0]) {
+				n -= len(iov[0])
+				iov = iov[1:]
+			} else {
+				iov[0] = iov[0][n:]
+				n = 0
+			}
+		}
 	}
-	return done, nil
+	return nil, nil
 }
+
 
 // inbox is what a drain found for after the lock: ports to make pending
 // and requests to the agent.

@@ -200,8 +200,20 @@ func (s *State) Unshare(mapper DomID, ref Ref, gen uint32) {
 }
 
 // Forget drops every rel of the pages in mem, which are about to be
-// unmapped: nothing may read them afterwards.
+// unmapped: nothing may read them afterwards (queued writes that ship
+// bytes of them go first).
 func (s *State) Forget(mem []byte) {
+	s.mu.Lock()
+	var ls []*peerLink
+	for _, l := range s.links {
+		if len(l.spans) > 0 {
+			ls = append(ls, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		s.flush(l)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for off := 0; off+pageSize <= len(mem); off += pageSize {
@@ -493,7 +505,7 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 	if !r.ready || r.revoked || !r.ships() {
 		return false // nothing written, or not ours to write
 	}
-	start := len(l.out)
+	start, startBuf, startSpans := l.outLen(), len(l.out), len(l.spans)
 	dir := uint8(toGranter)
 	if r.key.granter {
 		dir = toMapper
@@ -503,16 +515,29 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 	case r.twin != nil:
 		l.out = diff(l.out, r.twin, r.pg.mem)
 	case !r.dirty.empty():
-		l.out = appendMarked(l.out, &r.dirty, r.pg.mem)
+		// Reported writes ship from the page itself (a vectored write);
+		// the page stays mapped until the link is flushed (Unmap and
+		// Forget flush first).
+		r.dirty.runs(func(off, n int) {
+			if n < minSpan {
+				l.out = appendRun(l.out, off, r.pg.mem[off:off+n])
+				return
+			}
+			l.out = appendRun(l.out, off, nil)
+			putRunLen(l.out[len(l.out)-runHeader:], n)
+			l.spans = append(l.spans, span{at: len(l.out), b: r.pg.mem[off : off+n]})
+			l.extern += n
+		})
+		r.dirty = bitmap{}
 		s.marked.del(r)
 	}
-	n := len(l.out) - start - headerSize
+	n := l.outLen() - start - headerSize
 	if n == 0 {
-		l.out = l.out[:start]
+		l.out, l.spans = l.out[:startBuf], l.spans[:startSpans]
 		return false
 	}
 	// A page diffed densely fits: the payload bound is the worst case.
-	putLen(l.out[start:], uint32(n))
+	putLen(l.out[startBuf:], uint32(n))
 	return true
 }
 

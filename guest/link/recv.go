@@ -78,6 +78,12 @@ func (s *State) framesLocked(l *peerLink, apply bool, in *inbox) bool {
 		if l.r1-l.r0 < headerSize+int(h.n) {
 			break
 		}
+		if h.typ == frameUpdate && l.r0 >= committed && len(l.staged) == 0 && l.r1-l.r0 < len(l.rbuf)/2 {
+			// A release whose commit has not arrived: wait for the rest
+			// in the buffer rather than stage it (three copies instead of
+			// one). A release too large for half the buffer is staged.
+			break
+		}
 		payload := l.rbuf[l.r0+headerSize : l.r0+headerSize+int(h.n)]
 		l.r0 += headerSize + int(h.n)
 		switch h.typ {
@@ -202,7 +208,7 @@ func (s *State) background() {
 			if s.releaseStableLocked(l, scratch) {
 				busy = true
 			}
-			if len(l.out) > 0 {
+			if l.queued() {
 				ls = append(ls, l)
 			}
 		}
