@@ -386,10 +386,15 @@ func (h *Handle) wait(msec int) (Port, error) {
 		if p, ok := h.next(); ok {
 			return p, nil
 		}
+		var done func()
 		if msec != 0 {
 			h.ln.ReleaseAll() // before blocking
+			done = h.ln.Blocking()
 		}
 		n, err := h.epollWait(msec)
+		if done != nil {
+			done()
+		}
 		if err != nil {
 			if h.isClosed() {
 				return 0, ErrClosed

@@ -52,6 +52,9 @@ type State struct {
 	// npending counts rels with committed updates not applied yet, so
 	// ApplyArrived is free when there are none.
 	npending atomic.Int32
+	// waiting counts threads blocked in an evtchn wait: they watch the
+	// links, so the background leaves the links to them.
+	waiting atomic.Int32
 
 	// view is held for writing while updates are applied, and for reading
 	// by the ring code while it reads indices and the data they cover
@@ -122,6 +125,15 @@ func newState(c *hv.Conn, ep int) *State {
 	return &State{c: c, ep: ep, links: map[DomID]*peerLink{}, ports: map[Port]portBinding{},
 		rels: map[relKey]*rel{}, diffing: relIndex{}, marked: relIndex{}, pending: relIndex{},
 		pages: map[uintptr]*page{}, explicit: map[uintptr]bool{}, watchers: map[int]int32{}}
+}
+
+// Blocking brackets a wait on an epoll set that watches the links: the
+// background goroutine does not drain links while a thread waits on them
+// (it would take their events and kick them through eventfds: a second
+// wake-up). Call the returned function when the wait returns.
+func (s *State) Blocking() func() {
+	s.waiting.Add(1)
+	return func() { s.waiting.Add(-1) }
 }
 
 // Watch adds every link, now and later, to the epoll set epfd with token
@@ -447,7 +459,7 @@ func (l *peerLink) outLen() int { return len(l.out) + l.extern }
 func writev(fd int, iov [][]byte, wait bool) ([][]byte, error) {
 	for len(iov) > 0 {
 		batch := iov[:min(len(iov), 1024)] // IOV_MAX
-		n, err := unix.Writev(fd, batch)
+		n, err := rawWritev(fd, batch)
 		switch {
 		case err == unix.EAGAIN && !wait:
 			return iov, nil

@@ -67,7 +67,10 @@ func (s *State) setTwin(r *rel, twin []byte) {
 // Preconditions: s.mu held.
 func (s *State) markRel(r *rel, off, n int) {
 	r.dirty.set(off, n)
-	s.marked.add(r)
+	if !r.inMarked {
+		r.inMarked = true
+		s.marked.add(r)
+	}
 }
 
 // rel is a page shared with one remote domain.
@@ -94,6 +97,7 @@ type rel struct {
 
 	unstable int  // background flushes that found the page changing
 	dropped  bool // forgotten: its memory may be gone
+	inMarked bool // in State.marked
 }
 
 // page is a local page shared across hosts: one of this domain's, or a
@@ -127,6 +131,7 @@ func (s *State) dropRel(r *rel) {
 	r.dropped = true
 	s.diffing.del(r)
 	s.marked.del(r)
+	r.inMarked = false
 	if s.pending.del(r) {
 		s.npending.Add(-1)
 	}
@@ -530,6 +535,7 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 		})
 		r.dirty = bitmap{}
 		s.marked.del(r)
+		r.inMarked = false
 	}
 	n := l.outLen() - start - headerSize
 	if n == 0 {

@@ -24,7 +24,7 @@ func (s *State) drainLocked(l *peerLink, apply bool, in *inbox) {
 			l.r1 = copy(l.rbuf, l.rbuf[l.r0:l.r1])
 			l.r0 = 0
 		}
-		n, err := unix.Read(l.fd, l.rbuf[l.r1:])
+		n, err := rawRead(l.fd, l.rbuf[l.r1:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -198,10 +198,12 @@ func (s *State) background() {
 		}
 		var in inbox
 		busy := false
-		for _, l := range s.links {
-			before := l.r1
-			s.drainLocked(l, false, &in)
-			busy = busy || l.r1 != before
+		if s.waiting.Load() == 0 { // else a waiting thread drains
+			for _, l := range s.links {
+				before := l.r1
+				s.drainLocked(l, false, &in)
+				busy = busy || l.r1 != before
+			}
 		}
 		var ls []*peerLink
 		for _, l := range s.links {
