@@ -76,7 +76,7 @@ type State struct {
 	nextGen  uint32
 	watchers map[int]int32 // epoll sets (of evtchn handles) that watch the links, with their token
 	bg       bool          // the background goroutine runs
-	forged   int  // refused updates, for log rate limiting
+	forged   int           // refused updates, for log rate limiting
 }
 
 // portBinding is a local port bound to a port of a remote domain.
@@ -486,7 +486,6 @@ func writev(fd int, iov [][]byte, wait bool) ([][]byte, error) {
 	}
 	return nil, nil
 }
-
 
 // inbox is what a drain found for after the lock: ports to make pending
 // and requests to the agent.
