@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -120,12 +121,27 @@ func TestEvtchnPingPong(t *testing.T) {
 	a := openEvt(t, e.dom(t, 1, DomainConfig{}))
 	b := openEvt(t, e.dom(t, 2, DomainConfig{}))
 	pa, pb := bindPair(t, a, b)
-	done := make(chan error)
+	pingPong(t, a, b, pa, pb, 100)
+	// After the first round trip both sides hold the other's doorbell:
+	// sends no longer reach the agent.
+	st, err := a.Status(pa)
+	if err != nil || st.Status != abi.EVTCHNSTAT_interdomain || st.RemoteDom != 2 || st.RemotePort != pb {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
+
+// pingPong runs rounds round trips: a sends on pa, b answers on pb.
+func pingPong(t *testing.T, a, b *evtchn.Handle, pa, pb evtchn.Port, rounds int) {
+	t.Helper()
+	done := make(chan error, 1)
 	go func() {
-		for range 100 {
+		for i := range rounds {
 			p, err := b.Wait(5 * time.Second)
-			if err != nil || p != pb {
-				done <- err
+			if err == nil && p != pb {
+				err = fmt.Errorf("woke on port %d", p)
+			}
+			if err != nil {
+				done <- fmt.Errorf("round %d: %w", i, err)
 				return
 			}
 			b.Unmask(pb)
@@ -136,7 +152,7 @@ func TestEvtchnPingPong(t *testing.T) {
 		}
 		done <- nil
 	}()
-	for i := range 100 {
+	for i := range rounds {
 		if err := a.Notify(pa); err != nil {
 			t.Fatal(err)
 		}
@@ -148,12 +164,6 @@ func TestEvtchnPingPong(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
-	}
-	// After the first round trip both sides hold the other's doorbell:
-	// sends no longer reach the agent.
-	st, err := a.Status(pa)
-	if err != nil || st.Status != abi.EVTCHNSTAT_interdomain || st.RemoteDom != 2 || st.RemotePort != pb {
-		t.Fatalf("status %+v %v", st, err)
 	}
 }
 

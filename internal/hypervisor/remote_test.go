@@ -220,35 +220,7 @@ func TestRemoteEvtchnPingPong(t *testing.T) {
 	if st, err := eb.Status(pb); err != nil || st.Status != abi.EVTCHNSTAT_interdomain || st.RemoteDom != 1 || st.RemotePort != pa {
 		t.Fatalf("status of the bound port: %+v %v", st, err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		for range 1000 {
-			p, err := ea.Wait(5 * time.Second)
-			if err != nil {
-				done <- err
-				return
-			}
-			ea.Unmask(p)
-			if err := ea.Notify(pa); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	for i := range 1000 {
-		if err := eb.Notify(pb); err != nil {
-			t.Fatal(err)
-		}
-		p, err := eb.Wait(5 * time.Second)
-		if err != nil || p != pb {
-			t.Fatalf("round %d: %v %v", i, p, err)
-		}
-		eb.Unmask(pb)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	pingPong(t, eb, ea, pb, pa, 1000)
 }
 
 // N sends before the receiver takes the event give one event; a masked
