@@ -1142,7 +1142,17 @@ func copyDst() error {
 	if err := publish(c, "port", strconv.Itoa(int(p)), copier); err != nil {
 		return err
 	}
-	return waitFor(e, p, func() bool { return string(s.Bytes()[128:143]) == "from the source" })
+	// The copier's event says it is done (and bound: leaving before would
+	// fail its bind); the copy itself was written into our page by our
+	// host, the granter's.
+	got, err := e.Wait(waitLong)
+	if err != nil || got != p {
+		return fmt.Errorf("no event from the copier: %v %v", got, err)
+	}
+	if string(s.Bytes()[128:143]) != "from the source" {
+		return fmt.Errorf("page holds %q", s.Bytes()[128:143])
+	}
+	return nil
 }
 
 // copier copies between grants of two domains of two other hosts with
