@@ -40,7 +40,9 @@
 # MIB (MiB per stream run, 1024; DELAY_MIB 256), CHUNK (KiB per write,
 # 64), MAPS (grant map+unmap cycles, 2000; DELAY_MAPS 200), DELAY_MS (1),
 # RELAY=1 (the extra phase), LOG (the programs' output, kept;
-# /tmp/shi-bench-remote.PID.log). Needs root, iproute2 and curl.
+# /tmp/shi-bench-remote.PID.log), PROFILE=DIR (a CPU profile of each
+# shi domain into DIR/PHASE, made writable for the domains' uids; a run
+# overwrites the profiles of an earlier one with the same domain ids). Needs root, iproute2 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +68,7 @@ MAPS=${MAPS:-2000}
 DELAY_MAPS=${DELAY_MAPS:-200}
 DELAY_MS=${DELAY_MS:-1}
 INNER=3 # runs per invocation of each program
+profile=() # -cpuprofile DIR/PHASE, set by phase
 
 # The hosts get a prefix of their own, with this shell's pid in it, so
 # they clash neither with a user's testhosts.sh hosts (shih-) nor with
@@ -249,14 +252,19 @@ run() {
 
 tcp_ping() { run in_ns "$ns1" "$shi" benchtcp ping -addr "$ip0:$tcpport" -runs "$INNER" "$@"; }
 tcp_stream() { run in_ns "$ns1" "$shi" benchtcp stream -addr "$ip0:$tcpport" -runs "$INNER" -chunk "$CHUNK" "$@"; }
-shi_evtchn() { run in_ns "$ns0" "${env0[@]}" "$shi" bench evtchn -hosts h0,h1 -runs "$INNER" "$@"; }
-shi_ring() { run in_ns "$ns0" "${env0[@]}" "$shi" bench ring -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "$@"; }
+shi_evtchn() { run in_ns "$ns0" "${env0[@]}" "$shi" bench evtchn -hosts h0,h1 -runs "$INNER" "${profile[@]}" "$@"; }
+shi_ring() { run in_ns "$ns0" "${env0[@]}" "$shi" bench ring -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "${profile[@]}" "$@"; }
 
 # phase NAME DELAY_MS ROUNDS MIB MAPS: RUNS rounds of each benchmark, the
 # baseline first in odd rounds and second in even ones.
 phase() {
 	local name=$1 delay=$2 rounds=$3 mib=$4 maps=$5 r
 	echo "== phase: $name" | tee -a "$LOG"
+	if [[ -n ${PROFILE:-} ]]; then
+		profile=(-cpuprofile "$PROFILE/${name// /-}")
+		mkdir -p "${profile[1]}"
+		chmod 1777 "$PROFILE" "${profile[1]}"
+	fi
 	for r in $(seq "$RUNS"); do
 		echo "== round: $r" | tee -a "$LOG"
 		if [[ $what != ring ]]; then

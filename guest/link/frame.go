@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // Frames on a link. Each is a 16-byte header and a payload:
@@ -169,17 +170,14 @@ func diff(b, twin, page []byte) []byte {
 // bitmap marks bytes of a page, one bit each.
 type bitmap [pageSize / 64]uint64
 
-// set marks bytes [off, off+n).
+// set marks bytes [off, off+n): whole words at once, since a ring's
+// writes mark pages by the tens of thousands a second.
 func (m *bitmap) set(off, n int) {
-	for i := off; i < off+n; {
-		w, bit := i/64, uint(i%64)
-		if bit == 0 && i+64 <= off+n {
-			m[w] = ^uint64(0)
-			i += 64
-			continue
-		}
-		m[w] |= 1 << bit
-		i++
+	for end := off + n; off < end; {
+		w, bit := off/64, off%64
+		k := min(64-bit, end-off)
+		m[w] |= (^uint64(0) >> (64 - k)) << bit
+		off += k
 	}
 }
 
@@ -194,22 +192,22 @@ func (m *bitmap) empty() bool {
 
 // runs calls fn for each run of marked bytes, in order.
 func (m *bitmap) runs(fn func(off, n int)) {
-	start := -1
+	start := -1 // where the open run began
 	for w, word := range m {
-		if word == 0 && start < 0 {
-			continue
-		}
-		if word == ^uint64(0) && start >= 0 {
-			continue
-		}
-		for bit := 0; bit < 64; bit++ {
-			i := w*64 + bit
-			if word&(1<<uint(bit)) != 0 {
-				if start < 0 {
-					start = i
-				}
-			} else if start >= 0 {
-				fn(start, i-start)
+		for bit := 0; bit < 64; {
+			// The next bit that opens a run (marked) or closes one (not).
+			rest := word >> uint(bit)
+			if start >= 0 {
+				rest = ^word >> uint(bit)
+			}
+			if rest == 0 {
+				break // none in this word
+			}
+			bit += bits.TrailingZeros64(rest)
+			if start < 0 {
+				start = w*64 + bit
+			} else {
+				fn(start, w*64+bit-start)
 				start = -1
 			}
 		}

@@ -94,6 +94,9 @@ func TestBitmap(t *testing.T) {
 		for range rng.IntN(20) {
 			off := rng.IntN(pageSize)
 			n := 1 + rng.IntN(min(300, pageSize-off))
+			if rng.IntN(10) == 0 {
+				n = pageSize - off // to the end, across whole words
+			}
 			m.set(off, n)
 			for k := off; k < off+n; k++ {
 				model[k] = true

@@ -226,16 +226,37 @@ func (p *pipe) store(off int, v uint32) {
 }
 
 // publish makes what this end wrote visible to the peer: it notifies the
-// peer if it set flag (and clears it), else releases without an event
-// (a peer polling the indices on another host sees it).
-func (p *pipe) publish(flag int) error {
+// peer if it set flag (and clears it), else releases without an event (a
+// peer polling the indices on another host sees it) if release is set.
+// It reports whether the writes went out.
+func (p *pipe) publish(flag int, release bool) (bool, error) {
 	p.evt.Acquire()
 	if ring.Load32(p.ctl, flag) != 0 && ring.And32(p.ctl, flag, 0) != 0 {
 		p.evt.Wrote(p.ctl[flag : flag+4])
-		return p.evt.Notify(p.port)
+		return true, p.evt.Notify(p.port)
 	}
-	p.evt.Release(p.port)
-	return nil
+	if release {
+		p.evt.Release(p.port)
+	}
+	return release, nil
+}
+
+// freedSpace publishes the consumer index after a read of n bytes. A
+// writer on another host that is not waiting learns of the space once an
+// eighth of the pipe is free, not after every read: the index moves
+// without an event, so releasing it each time would cost a frame on the
+// link and a drain at the writer per read, where the writer only needs
+// room before it fills the pipe. A writer that waits has set its flag,
+// which the reader answers with an event (that releases everything); a
+// reader that goes to sleep releases before it blocks, and the library's
+// background flush ships the index within about a millisecond anyway.
+func (r *PipeReader) freedSpace(n int) error {
+	r.freed += n
+	published, err := r.publish(pipeWritWait, r.freed >= r.s.Size()/8)
+	if published {
+		r.freed = 0
+	}
+	return err
 }
 
 // ready acquires and then reports cond, for spin.
@@ -274,7 +295,7 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 		if n > 0 {
 			done += n
 			b = b[n:]
-			if err := w.publish(pipeReadWait); err != nil {
+			if _, err := w.publish(pipeReadWait, true); err != nil {
 				return done, err
 			}
 			continue
@@ -307,7 +328,10 @@ func (w *PipeWriter) Close() error {
 }
 
 // PipeReader reads the byte stream of a PipeWriter.
-type PipeReader struct{ pipe }
+type PipeReader struct {
+	pipe
+	freed int // bytes read since the consumer index was last released
+}
 
 // NewPipeReader attaches the reader to pages its writer set up.
 func NewPipeReader(shared []byte, evt *evtchn.Handle, port evtchn.Port) (*PipeReader, error) {
@@ -315,7 +339,7 @@ func NewPipeReader(shared []byte, evt *evtchn.Handle, port evtchn.Port) (*PipeRe
 	if err != nil {
 		return nil, err
 	}
-	return &PipeReader{p}, nil
+	return &PipeReader{pipe: p}, nil
 }
 
 // Read reads what is there (at most len(b)), sleeping while the pipe is
@@ -333,7 +357,7 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 			return 0, err
 		}
 		if n > 0 {
-			return n, r.publish(pipeWritWait)
+			return n, r.freedSpace(n)
 		}
 		if spin(r.ready(func() bool {
 			avail, err := r.s.Readable()
