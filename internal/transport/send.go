@@ -230,8 +230,8 @@ func (m *Mesh) writeLoop(p *peer) {
 					p.mu.Lock()
 					n := p.dropLocked()
 					p.mu.Unlock()
-					m.stats.queueDrops.Add(uint64(n))
 					m.log.Warn("transport: dropped frames for an unreachable host", "peer", p.host, "frames", n, "after", m.tun.giveUp)
+					m.stats.queueDrops.Add(uint64(n))
 					failing, backoff = time.Time{}, 0
 					continue
 				}

@@ -102,13 +102,14 @@ func (m *Mesh) serve(raw net.Conn) {
 
 // refused counts and logs a connection closed in its handshake or hello.
 func (m *Mesh) refused(err error, addr, name string) {
+	// Logged, then counted: whoever watches the counters finds the line.
 	switch {
 	case errors.Is(err, ErrAuth):
-		m.stats.authFailures.Add(1)
 		m.log.Warn("transport: refused connection: authentication failed", "addr", addr, "peer", name, "err", err)
+		m.stats.authFailures.Add(1)
 	case errors.Is(err, ErrMalformed):
-		m.stats.malformed.Add(1)
 		m.log.Warn("transport: refused connection: malformed handshake", "addr", addr, "peer", name, "err", err)
+		m.stats.malformed.Add(1)
 	case m.ctx.Err() != nil:
 	default:
 		m.log.Info("transport: handshake failed", "addr", addr, "peer", name, "err", err)
@@ -131,8 +132,8 @@ func (m *Mesh) readFrames(c net.Conn, name, addr string) {
 			switch {
 			case ic.stopped.Load() || m.ctx.Err() != nil:
 			case errors.Is(err, ErrMalformed):
-				m.stats.malformed.Add(1)
 				m.log.Warn("transport: closing connection: malformed frame", "peer", name, "addr", addr, "err", err)
+				m.stats.malformed.Add(1)
 			case errors.Is(err, io.EOF):
 				m.log.Debug("transport: connection closed by peer", "peer", name, "addr", addr)
 			default:
