@@ -310,6 +310,19 @@ func waitGone(c *xs.Client, node string) error {
 // default 1000.
 func ringRequests() int { return envInt("REQUESTS", 1000) }
 
+// share opens the domain's grant table and grants n pages to dom.
+func share(dom abi.DomID, n int, writable bool) (*gnttab.Handle, *gnttab.Share, error) {
+	g, err := gnttab.OpenSelf()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := g.SharePages(dom, n, writable)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, s, nil
+}
+
 // envInt reads a number from the environment.
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
@@ -325,11 +338,7 @@ func ringFront() error {
 		return err
 	}
 	peer := envDom("PEER")
-	g, err := gnttab.OpenSelf()
-	if err != nil {
-		return err
-	}
-	s, err := g.SharePages(peer, 1, true)
+	_, s, err := share(peer, 1, true)
 	if err != nil {
 		return err
 	}
@@ -454,11 +463,7 @@ func granter() error {
 		return err
 	}
 	peer := envDom("PEER")
-	g, err := gnttab.OpenSelf()
-	if err != nil {
-		return err
-	}
-	s, err := g.SharePages(peer, 1, true)
+	g, s, err := share(peer, 1, true)
 	if err != nil {
 		return err
 	}
@@ -936,11 +941,7 @@ func pipeDuplex() error {
 	if err != nil {
 		return err
 	}
-	g, err := gnttab.OpenSelf()
-	if err != nil {
-		return err
-	}
-	s, err := g.SharePages(peer, 1+pages, true)
+	g, s, err := share(peer, 1+pages, true)
 	if err != nil {
 		return err
 	}
@@ -1097,11 +1098,7 @@ func copySrc() error {
 	if err != nil {
 		return err
 	}
-	g, err := gnttab.OpenSelf()
-	if err != nil {
-		return err
-	}
-	s, err := g.SharePages(copier, 1, false)
+	_, s, err := share(copier, 1, false)
 	if err != nil {
 		return err
 	}
@@ -1124,11 +1121,7 @@ func copyDst() error {
 	if err != nil {
 		return err
 	}
-	g, err := gnttab.OpenSelf()
-	if err != nil {
-		return err
-	}
-	s, err := g.SharePages(copier, 1, true)
+	_, s, err := share(copier, 1, true)
 	if err != nil {
 		return err
 	}
