@@ -1046,10 +1046,28 @@ func pipeDuplex() error {
 	}
 	// The peer may still read our stream: leave when it is done (on a
 	// loaded machine it may be far behind).
-	if _, err := WaitRead(c, home(peer)+"/data/pipe-done", 5*waitLong); err != nil {
+	if err := waitDone(c, peer, "pipe-done", in, pIn); err != nil {
 		return err
 	}
 	return g.Unmap(m)
+}
+
+// waitDone waits until peer has published key or is gone (its end of
+// port p of h closed): a peer that saw our own key first may leave before
+// we look, and its nodes go with it.
+func waitDone(c *xs.Client, peer abi.DomID, key string, h *evtchn.Handle, p evtchn.Port) error {
+	path := home(peer) + "/data/" + key
+	deadline := time.Now().Add(5 * waitLong)
+	for !h.PeerGone(p) {
+		if _, err := c.Read(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %v: %w", path, 5*waitLong, ErrTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // streamGen makes domain d's stream: the same bytes on both sides, so
