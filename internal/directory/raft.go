@@ -50,6 +50,7 @@ type Node struct {
 	cfg     NodeConfig
 	r       *raft.Raft
 	replica *Replica
+	logs    raft.LogStore
 	trans   *raft.NetworkTransport
 	close   []func() error
 	stop    chan struct{}
@@ -146,6 +147,7 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		return nil, err
 	}
 	n.r = r
+	n.logs = logs
 	// NewRaft restored the latest snapshot; the entries after it that
 	// this host had applied are committed, so apply them again from our
 	// own log now rather than when a leader next says so.
@@ -281,19 +283,20 @@ func (n *Node) Apply(ctx context.Context, entry []byte) (uint64, Response, error
 	return f.Index(), resp, nil
 }
 
-// ReadIndex returns an index that covers every change acknowledged
-// before the call: a replica that has applied it may answer a
-// linearizable read. It is this leader's applied index, taken after the
-// term's barrier (so every change an earlier leader acknowledged is in)
-// and confirmed by a quorum still following this leader (so no newer
-// leader has acknowledged anything). Indexes count our own entries only,
-// which is what Replica.Applied tracks.
+// ReadIndex returns an index that covers every change committed before
+// the call: a replica that has applied it may answer a linearizable read.
+// It is the last of our entries up to this leader's commit index, taken
+// after the term's barrier (so every change an earlier leader committed
+// is in) and confirmed by a quorum still following this leader (so no
+// newer leader has committed anything). Not this leader's applied index:
+// a follower may apply an entry before the leader does, and a read there
+// must not be followed by an older answer here.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	g := n.termGen.Load()
 	if n.r.State() != raft.Leader || n.readyGen.Load() != g {
 		return 0, ErrNotLeader
 	}
-	idx := n.replica.Applied()
+	commit := n.r.CommitIndex()
 	errc := make(chan error, 1)
 	go func() { errc <- n.r.VerifyLeader().Error() }()
 	select {
@@ -307,7 +310,29 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if n.termGen.Load() != g {
 		return 0, ErrNotLeader
 	}
-	return idx, nil
+	return n.lastCommand(commit), nil
+}
+
+// lastCommand is the index of the last of our entries at or before index:
+// Replica.Applied counts only those, never Raft's own (an election's no-op,
+// barriers, configurations).
+func (n *Node) lastCommand(index uint64) uint64 {
+	var l raft.Log
+	for i := index; i > 0; i-- {
+		if err := n.logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) {
+			// Compacted: entry i and all before it are in a snapshot this
+			// leader took of its own replica, which has applied them.
+			return n.replica.Applied()
+		} else if err != nil {
+			// Unreadable: wait for all of it (a read that cannot be
+			// sure times out with EAGAIN rather than answer early).
+			return index
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
 }
 
 // Nudge makes followers learn the current commit index now rather than
