@@ -239,6 +239,10 @@ func (dp *domPorts) disconnect(m hypercall.Msg, fds []int) {
 		}
 		p.bell, p.remote, p.gone = -1, false, true
 		h.ln.UnbindPort(Port(m.Port))
+		// The agent's kick may have come first and been taken by a
+		// waiter that then saw the port still bound and slept again:
+		// kick once more, now that PeerGone says so.
+		shm.SignalHot(p.ev.Fd())
 	}
 }
 
