@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	}
 	a.domains, err = domain.NewManager(domain.ManagerConfig{
 		Host: cfg.Name, Replica: a.replica, Committer: a.commit, Logger: log.With("sub", "domains"),
-		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, Hosts: a.placementHosts,
+		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, XenLibs: cfg.XenLibs, Hosts: a.placementHosts,
 		Output: a.domainOutput, Hypervisor: a.hv,
 	})
 	if err != nil {

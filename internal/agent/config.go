@@ -31,6 +31,10 @@ type Config struct {
 	APIAddr string
 	// Quota is the XenStore quota (C xenstored's defaults).
 	Quota xenstore.Quota
+	// XenLibs is the directory of the replacement libxenevtchn.so.1 and
+	// libxengnttab.so.1 (scripts/build-libxen.sh) that domains with
+	// xen_libs = 1 run with; "" refuses such domains.
+	XenLibs string
 	// Logger receives the agent's logs.
 	Logger *slog.Logger
 
@@ -111,6 +115,18 @@ func (c *Config) Validate() error {
 	if c.CommitTimeout <= 0 {
 		c.CommitTimeout = 5 * time.Second
 	}
+	if c.XenLibs != "" {
+		// Domains start elsewhere than the agent: the path must not be
+		// relative.
+		if abs, err := filepath.Abs(c.XenLibs); err != nil {
+			errs = append(errs, fmt.Errorf("-xen-libs: %v", err))
+		} else {
+			c.XenLibs = abs
+		}
+		if _, err := os.Stat(filepath.Join(c.XenLibs, "libxenevtchn.so.1")); err != nil {
+			errs = append(errs, fmt.Errorf("-xen-libs: %v (scripts/build-libxen.sh %s builds the libraries)", err, c.XenLibs))
+		}
+	}
 	if c.Dev {
 		if c.APIAddr == "" {
 			c.APIAddr = api.DefaultAddr
@@ -145,6 +161,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.Dev, "dev", false, "run a one-host cluster with its state in memory, for trying things")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "this host's name in the cluster")
 	fs.StringVar(&cfg.XenstoreSocket, "xenstore-socket", cfg.XenstoreSocket, "path of the XenStore socket")
+	fs.StringVar(&cfg.XenLibs, "xen-libs", "", "directory of shi's libxenevtchn.so.1/libxengnttab.so.1 (scripts/build-libxen.sh DIR) for domains with xen_libs = 1")
 	fs.StringVar(&cfg.APIAddr, "api", "", "HTTP API address IP:PORT (default 127.0.0.1:7070 with -dev, else BIND:7070; port 0 picks a free one)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
 	fs.StringVar(&cfg.BindIP, "bind", "", "this host's IP address for gossip, Raft and the API")

@@ -200,7 +200,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, domain.ErrNameInUse), errors.Is(err, domain.ErrNoHost):
 		return http.StatusConflict
-	case errors.Is(err, domain.ErrSocketUnreachable):
+	case errors.Is(err, domain.ErrSocketUnreachable), errors.Is(err, domain.ErrNoXenLibs):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -18,6 +18,14 @@ import (
 //	on_crash = "restart"            # or "destroy" (default)
 //	disks = [ "..." ]               # kept for the disk backend
 //	vchans = [ "..." ]              # kept for vchan setup
+//	xen_libs = 1                    # run with shi's libxenevtchn/libxengnttab
+//
+// xen_libs = 1 is for unmodified Xen programs (vchan-socket-proxy, or
+// anything linked with libxenvchan): the agent starts the domain with
+// LD_LIBRARY_PATH and LD_PRELOAD naming the replacement libraries in
+// its -xen-libs directory (scripts/build-libxen.sh builds them), so that
+// they survive a shell on the way ("sh -c '... exec prog'"). An agent
+// started without -xen-libs refuses such a domain.
 //
 // Also: uuid, vcpus, grant_frames, max_event_channels, max_maps. Values
 // are "strings" or 'strings' (with \" \' \\ \n \t \r \xHH escapes),
@@ -37,6 +45,7 @@ type Config struct {
 	GrantFrames      int      `json:"grant_frames,omitempty"`
 	MaxEventChannels int      `json:"max_event_channels,omitempty"`
 	MaxMaps          int      `json:"max_maps,omitempty"`
+	XenLibs          bool     `json:"xen_libs,omitempty"`
 }
 
 // on_crash actions.
@@ -206,6 +215,10 @@ func (c *Config) set(key string, v value) error {
 		var n uint64
 		n, err = num(1, 1<<16)
 		c.MaxMaps = int(n)
+	case "xen_libs":
+		var n uint64
+		n, err = num(0, 1)
+		c.XenLibs = n == 1
 	default:
 		return bad("unknown key")
 	}

@@ -23,6 +23,11 @@ import (
 func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string, conn *os.File) error {
 	env := []string{"PATH=" + os.Getenv("PATH")}
 	env = append(env, cfg.Env...)
+	xen, err := m.xenLibsEnv(cfg)
+	if err != nil {
+		return err
+	}
+	env = append(env, xen...) // after cfg.Env: the last of a name wins
 	env = append(env,
 		EnvXenstore+"="+m.cfg.XenstoreSocket,
 		EnvAgent+"="+m.cfg.APIURL,

@@ -38,6 +38,10 @@ type ManagerConfig struct {
 	// XenstoreSocket and APIURL are exported to domains.
 	XenstoreSocket string
 	APIURL         string
+	// XenLibs is the directory of the replacement Xen libraries
+	// (scripts/build-libxen.sh) for domains with xen_libs = 1; "" refuses
+	// them.
+	XenLibs string
 
 	// Hosts returns the cluster's hosts for placement (Reserved is filled
 	// in from the domain table). Nil: this host alone, with the free
@@ -237,6 +241,9 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 	// log explains; refuse it here, saying why. Checked at each create:
 	// modes can change while the agent runs.
 	if err := socketReachable(m.cfg.XenstoreSocket); err != nil {
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
+	}
+	if _, err := m.xenLibsEnv(cfg); err != nil {
 		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
 	// A Destroy that finds the domain in the directory before its
