@@ -5,10 +5,14 @@
 #
 #   Go modules            go mod download
 #   Debian packages       xenstore-utils (xenstore-read, -write, ...), iproute2,
-#                         nftables (packet loss on a test host's link)
+#                         nftables (packet loss on a test host's link),
+#                         libxenmisc4.17 (libxenvchan and libxenctrl, which
+#                         vchan-socket-proxy needs; it pulls in Debian's
+#                         libxenevtchn1/libxengnttab1, not systemd), gcc
+#                         (cgo, for scripts/build-libxen.sh)
 #   Xen's test-xenstore   xen-utils-4.17 + libxenmisc4.17, fetched with
-#                         apt-get download and unpacked with dpkg -x into
-#                         .cache/xen (installing xen-utils-4.17 with apt would
+#   and vchan-socket-     apt-get download and unpacked with dpkg -x into
+#   proxy                 .cache/xen (installing xen-utils-4.17 with apt would
 #                         pull in systemd and udev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +20,8 @@ cd "$(dirname "$0")/.."
 log() { echo "deps: $*" >&2; }
 
 # Debian packages the tests run, with one file each package provides.
-apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft)
+apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft
+	libxenmisc4.17:/usr/lib/x86_64-linux-gnu/libxenvchan.so.4.17 gcc:/usr/bin/gcc)
 # Packages unpacked (not installed) into .cache/xen, and the file that shows
 # they are there.
 xen_cache=.cache/xen
