@@ -10,12 +10,6 @@ import (
 	"shi/internal/libxentest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	libxentest.Cleanup()
-	os.Exit(code)
-}
-
 // debianLibs holds the libraries scripts/deps.sh installs (libxenmisc4.17
 // depends on libxenevtchn1 and libxengnttab1).
 const debianLibs = "/lib/x86_64-linux-gnu"

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -26,41 +25,33 @@ func VchanSocketProxy() string {
 	return filepath.Join(Root(), ".cache/xen/usr/lib/xen-4.17/bin/vchan-socket-proxy")
 }
 
-var built struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-// Build builds the libraries once per test process into a directory
-// every user may read and pass through (domains run under uids of their
-// own), and returns it. The directory is removed by Cleanup.
+// Build builds the libraries into a new directory every user may read
+// and pass through (domains run under uids of their own), removed when
+// the test ends, and returns it. A copy of vchan-socket-proxy goes there
+// too (see Proxy), so domains can run it wherever the repository is.
 func Build(t testing.TB) string {
 	t.Helper()
-	built.once.Do(func() {
-		dir, err := WorldDir("shi-libxen-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		cmd := exec.Command(filepath.Join(Root(), "scripts/build-libxen.sh"), dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("scripts/build-libxen.sh: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
+	dir, err := WorldDir("shi-libxen-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return built.dir
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd := exec.Command(filepath.Join(Root(), "scripts/build-libxen.sh"), dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-libxen.sh: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(VchanSocketProxy())
+	if err != nil {
+		t.Fatalf("%v (scripts/deps.sh unpacks it)", err)
+	}
+	if err := os.WriteFile(Proxy(dir), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
-// Cleanup removes what Build made; call it from TestMain after the tests.
-func Cleanup() {
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
-}
+// Proxy is where Build put vchan-socket-proxy.
+func Proxy(dir string) string { return filepath.Join(dir, "vchan-socket-proxy") }
 
 // WorldDir makes a new directory under the system's temporary directory
 // that every user may pass through and write to (mode 1777, like /tmp),
