@@ -464,3 +464,27 @@ func spin(ready func() bool) bool {
 		}
 	}
 }
+
+// String describes the vchan's shared state (indices, live and notify
+// bytes) as this end sees it, for a stuck program to print.
+func (c *Conn) String() string {
+	role := "client"
+	if c.server {
+		role = "server"
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return fmt.Sprintf("vchan %s %v<->%v: closed", role, c.local, c.remote)
+	}
+	var s string
+	c.evt.View(func() {
+		l := func(off int) uint32 { return ring.Load32(c.ctl, off) }
+		s = fmt.Sprintf("vchan %s %v<->%v: left cons %d prod %d, right cons %d prod %d, cli_live %d srv_live %d cli_notify %d srv_notify %d, peer gone %v",
+			role, c.local, c.remote, l(abi.VCHAN_LEFT_CONS), l(abi.VCHAN_LEFT_PROD), l(abi.VCHAN_RIGHT_CONS), l(abi.VCHAN_RIGHT_PROD),
+			load8(c.ctl, abi.VCHAN_CLI_LIVE), load8(c.ctl, abi.VCHAN_SRV_LIVE), load8(c.ctl, abi.VCHAN_CLI_NOTIFY), load8(c.ctl, abi.VCHAN_SRV_NOTIFY),
+			c.evt.PeerGone(c.port))
+	})
+	return s
+}

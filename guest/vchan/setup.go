@@ -367,7 +367,9 @@ func (cfg *Config) Dial(peer DomID, path string) (conn *Conn, err error) {
 func (cfg *Config) DialContext(ctx context.Context, peer DomID, path string) (*Conn, error) {
 	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
 		c, err := cfg.Dial(peer, path)
-		if err == nil || !errors.Is(err, syscall.ENOENT) {
+		// Not there yet: ENOENT, or EACCES while the nearest node that
+		// exists is the server's own, unreadable directory.
+		if err == nil || !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EACCES) {
 			return c, err
 		}
 		select {
