@@ -157,7 +157,9 @@ func (h *Hypervisor) do(caller *vdom, acts []evtchn.Action, r *reply) {
 				}
 			}
 			switch {
-			case mine(a.Dom) && r != nil:
+			// The reply carries the new port's peer; a bind to one of
+			// the caller's own ports (loopback) notifies the other end.
+			case mine(a.Dom) && r != nil && uint32(a.Port) == r.m.Port:
 				r.m.Flags |= flags
 				r.m.Arg = arg
 				if bell >= 0 {
