@@ -13,6 +13,16 @@
 #   testhosts.sh partition 0,1 2   hosts reach only their own group
 #   testhosts.sh unpartition   everyone on one bridge again
 #   testhosts.sh status        hosts, addresses, links, processes
+#   testhosts.sh agents [FLAGS…]   build shi, its Xen libraries and Xen's
+#                              vchan-socket-proxy into $STATE, and start one
+#                              agent per host (host 0 bootstraps, the others
+#                              join it); FLAGS go to every agent
+#   testhosts.sh shi I ARGS…   run the shi CLI inside host I, pointed at its agent
+#
+# $STATE (TESTHOSTS_STATE, default /tmp/shi-testhosts) holds the binaries,
+# the agents' data, XenStore sockets (hI.sock) and logs (hI.log); every
+# user may pass through it, since domains run under uids of their own.
+# `down` stops the agents with everything else in the hosts.
 #
 # Host I is namespace ${PREFIX}hI with 10.77.0.(I+1)/24 on eth0; its switch
 # port is hI in ${PREFIX}sw. There is no netem on this kernel: delay and
@@ -22,9 +32,11 @@ set -euo pipefail
 
 PREFIX=${TESTHOSTS_PREFIX:-shih-}
 SW=${PREFIX}sw
+STATE=${TESTHOSTS_STATE:-/tmp/shi-testhosts}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "testhosts: $*" >&2; exit 1; }
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces)"
 command -v ip >/dev/null || die "needs ip (iproute2)"
@@ -88,6 +100,47 @@ flush_neigh() {
 	for i in $(hosts); do ip -n "$(host_ns "$i")" neigh flush all 2>/dev/null || true; done
 }
 
+# serving I: host I's agent answers and serves XenStore.
+serving() {
+	ip netns exec "$(host_ns "$1")" env "SHI_AGENT=http://$(host_ip "$1"):7070" \
+		"XENSTORED_PATH=$STATE/h$1.sock" "$STATE/shi" xenstore read /local/domain/0/name >/dev/null 2>&1
+}
+
+# start_agents FLAGS...: one agent per host, each waited for in turn (a
+# host that joined before host 0 bootstrapped would bootstrap alone).
+start_agents() {
+	local i n=0 ip0 join
+	[[ -n $(hosts) ]] || die "no test hosts (run: $0 up N)"
+	mkdir -p "$STATE"
+	chmod 1777 "$STATE"
+	echo "building shi and the Xen libraries into $STATE" >&2
+	(cd "$ROOT" && go build -o "$STATE/shi" ./cmd/shi)
+	"$ROOT/scripts/build-libxen.sh" "$STATE/xen" >/dev/null
+	local proxy=$ROOT/.cache/xen/usr/lib/xen-4.17/bin/vchan-socket-proxy
+	[[ -x $proxy ]] && cp "$proxy" "$STATE/vchan-socket-proxy"
+	chmod -R a+rX "$STATE/shi" "$STATE/xen" "$STATE"/vchan-socket-proxy 2>/dev/null || true
+	ip0=$(host_ip 0)
+	for i in $(hosts); do
+		if serving "$i"; then
+			echo "host $i: an agent already serves" >&2
+			continue
+		fi
+		join=(-bootstrap-expect 1)
+		[[ $i -eq 0 ]] || join=(-join "$ip0" -bootstrap-expect 3)
+		rm -rf "$STATE/data$i"
+		ip netns exec "$(host_ns "$i")" setsid "$STATE/shi" agent -name "h$i" -bind "$(host_ip "$i")" \
+			-data-dir "$STATE/data$i" -xenstore-socket "$STATE/h$i.sock" -xen-libs "$STATE/xen" \
+			"${join[@]}" "$@" </dev/null >"$STATE/h$i.log" 2>&1 &
+		for n in $(seq 300); do
+			serving "$i" && break
+			kill -0 $! 2>/dev/null || die "host $i's agent exited: $(tail -n 5 "$STATE/h$i.log")"
+			((n < 300)) || die "host $i's agent did not serve within 30 s (see $STATE/h$i.log)"
+			sleep 0.1
+		done
+		echo "host $i: agent h$i at http://$(host_ip "$i"):7070, log $STATE/h$i.log" >&2
+	done
+}
+
 cmd=${1:-}
 [[ -n $cmd ]] || usage
 shift
@@ -146,6 +199,17 @@ partition)
 unpartition)
 	for i in $(hosts); do ip -n "$SW" link set "h$i" master br0; done
 	flush_neigh
+	;;
+agents)
+	start_agents "$@"
+	;;
+shi)
+	check_host "${1:-}"
+	i=$1
+	shift
+	[[ -x $STATE/shi ]] || die "no $STATE/shi (run: $0 agents)"
+	exec ip netns exec "$(host_ns "$i")" env "SHI_AGENT=http://$(host_ip "$i"):7070" \
+		"XENSTORED_PATH=$STATE/h$i.sock" "$STATE/shi" "$@"
 	;;
 status)
 	ns_exists "$SW" || { echo "no test hosts (prefix $PREFIX)"; exit 0; }
