@@ -1,6 +1,9 @@
 package main
 
+// #include <stddef.h>
 // #include <stdint.h>
+// void shiRangeAdd(uintptr_t start, size_t len);
+// void shiRangeDel(uintptr_t start);
 import "C"
 
 import (
@@ -21,17 +24,42 @@ const protWrite = 0x2
 // port, which Xen also assumes for an offset past the page.
 const noNotify = 0xFFFFFFFF
 
-// gnttabHandle is an open xengnttab_handle: its live mappings by start
-// address.
+// gnttabHandle is an open xengnttab_handle.
 type gnttabHandle struct {
 	h    *gnttab.Handle
 	null int // xengnttab_fd's descriptor (see devNull)
 
 	mu    sync.Mutex
-	maps  map[uintptr]*gnttab.Mapping
 	pages int // mapped through it
 	limit int // xengnttab_set_max_grants, 0 for none
 }
+
+// Memory the library mapped for the program, by start address: grant
+// mappings and shares. They outlive their handles (as a gntdev or
+// gntalloc mapping outlives its descriptor) until the program unmaps
+// them, with the library's calls or with munmap (see xen.c), which
+// libxenvchan uses for its paged rings.
+var regions struct {
+	mu     sync.Mutex
+	maps   map[uintptr]*mapped
+	shares map[uintptr]*share
+}
+
+// mapped is a grant mapping and the handle it was made through.
+type mapped struct {
+	mp    *gnttab.Mapping
+	owner *gnttabHandle
+}
+
+func init() {
+	regions.maps = map[uintptr]*mapped{}
+	regions.shares = map[uintptr]*share{}
+}
+
+// addRegion records memory for the munmap interposer (xen.c).
+func addRegion(b []byte) { C.shiRangeAdd(C.uintptr_t(addrOf(b)), C.size_t(len(b))) }
+
+func removeRegion(addr uintptr) { C.shiRangeDel(C.uintptr_t(addr)) }
 
 var gnttabs table[*gnttabHandle]
 
@@ -52,7 +80,7 @@ func shiGnttabOpen(flags C.uint) C.int {
 	if err != nil {
 		return errno(err)
 	}
-	return C.int(gnttabs.add(&gnttabHandle{h: gnttab.Open(c), null: fd, maps: map[uintptr]*gnttab.Mapping{}}))
+	return C.int(gnttabs.add(&gnttabHandle{h: gnttab.Open(c), null: fd}))
 }
 
 // shiGnttabClose forgets the handle. Its mappings stay, as a Linux
@@ -125,16 +153,28 @@ func shiGnttabMap(id C.int, count C.uint32_t, domids *C.uint32_t, perRef C.int, 
 	} else {
 		mp, err = g.h.Map(dom, rs, writable)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if err != nil {
+		g.mu.Lock()
 		g.pages -= n
+		g.mu.Unlock()
 		return errno(err)
 	}
 	addr := addrOf(mp.Bytes())
-	g.maps[addr] = mp
+	regions.mu.Lock()
+	regions.maps[addr] = &mapped{mp: mp, owner: g}
+	regions.mu.Unlock()
+	addRegion(mp.Bytes())
 	*out = C.uintptr_t(addr)
 	return 0
+}
+
+// unmapRegion ends a mapping the program is done with.
+func unmapRegion(addr uintptr, m *mapped) error {
+	removeRegion(addr)
+	m.owner.mu.Lock()
+	m.owner.pages -= len(m.mp.Bytes()) / abi.PAGE_SIZE
+	m.owner.mu.Unlock()
+	return m.owner.h.Unmap(m.mp)
 }
 
 //export shiGnttabUnmap
@@ -143,16 +183,16 @@ func shiGnttabUnmap(id C.int, start unsafe.Pointer, count C.uint32_t) C.int {
 	if !ok {
 		return ebadf
 	}
-	g.mu.Lock()
-	mp := g.maps[uintptr(start)]
-	if mp == nil || len(mp.Bytes()) != int(count)*abi.PAGE_SIZE {
-		g.mu.Unlock()
+	addr := uintptr(start)
+	regions.mu.Lock()
+	m := regions.maps[addr]
+	if m == nil || m.owner != g || len(m.mp.Bytes()) != int(count)*abi.PAGE_SIZE {
+		regions.mu.Unlock()
 		return -C.int(syscall.EINVAL)
 	}
-	delete(g.maps, uintptr(start))
-	g.pages -= int(count)
-	g.mu.Unlock()
-	return errno(g.h.Unmap(mp))
+	delete(regions.maps, addr)
+	regions.mu.Unlock()
+	return errno(unmapRegion(addr, m))
 }
 
 //export shiGnttabSetMaxGrants
@@ -220,18 +260,16 @@ func grantStatus(err error) int16 {
 	return abi.GNTST_general_error
 }
 
-// gntshrHandle is an open xengntshr_handle: its shares by start address.
+// gntshrHandle is an open xengntshr_handle.
 type gntshrHandle struct {
 	h    *gnttab.Handle
 	null int
-
-	mu     sync.Mutex
-	shares map[uintptr]*share
 }
 
 // share is pages granted with xengntshr_share_pages or _page_notify.
 type share struct {
 	s          *gnttab.Share
+	owner      *gntshrHandle
 	notifyOff  uint32
 	notifyPort uint32
 }
@@ -248,7 +286,7 @@ func shiGntshrOpen(flags C.uint) C.int {
 	if err != nil {
 		return errno(err)
 	}
-	return C.int(gntshrs.add(&gntshrHandle{h: gnttab.Open(c), null: fd, shares: map[uintptr]*share{}}))
+	return C.int(gntshrs.add(&gntshrHandle{h: gnttab.Open(c), null: fd}))
 }
 
 // shiGntshrClose forgets the handle; its shares stay until unshared, as
@@ -299,9 +337,10 @@ func shiGntshrShare(id C.int, dom C.uint32_t, count C.int, refs *C.uint32_t, wri
 		out[i] = C.uint32_t(r)
 	}
 	addr := addrOf(s.Bytes())
-	g.mu.Lock()
-	g.shares[addr] = &share{s: s, notifyOff: off, notifyPort: port}
-	g.mu.Unlock()
+	regions.mu.Lock()
+	regions.shares[addr] = &share{s: s, owner: g, notifyOff: off, notifyPort: port}
+	regions.mu.Unlock()
+	addRegion(s.Bytes())
 	*start = C.uintptr_t(addr)
 	return 0
 }
@@ -317,26 +356,77 @@ func shiGntshrUnshare(id C.int, start unsafe.Pointer, count C.uint32_t) C.int {
 	if !ok {
 		return ebadf
 	}
-	g.mu.Lock()
-	sh := g.shares[uintptr(start)]
-	if sh == nil || len(sh.s.Bytes()) != int(count)*abi.PAGE_SIZE {
-		g.mu.Unlock()
+	addr := uintptr(start)
+	regions.mu.Lock()
+	sh := regions.shares[addr]
+	if sh == nil || sh.owner != g || len(sh.s.Bytes()) != int(count)*abi.PAGE_SIZE {
+		regions.mu.Unlock()
 		return -C.int(syscall.EINVAL)
 	}
-	delete(g.shares, uintptr(start))
-	g.mu.Unlock()
+	delete(regions.shares, addr)
+	regions.mu.Unlock()
+	return errno(unshareRegion(addr, sh))
+}
+
+// unshareRegion withdraws a share the program is done with.
+func unshareRegion(addr uintptr, sh *share) error {
+	removeRegion(addr)
 	if sh.notifyOff != gnttab.NoNotify {
 		sh.s.Bytes()[sh.notifyOff] = 0
 	}
 	if sh.notifyPort != gnttab.NoNotify {
 		notifyLocal(sh.notifyPort) // releases the cleared byte first
 	}
-	err := g.h.Unshare(sh.s)
+	err := sh.owner.h.Unshare(sh.s)
 	if errors.Is(err, gnttab.ErrBusy) {
-		unshareLater(g.h, sh.s)
-		return 0
+		unshareLater(sh.owner.h, sh.s)
+		return nil
 	}
-	return errno(err)
+	return err
+}
+
+// shiMunmapRegions is munmap of [start, start+length), which covers whole
+// mappings and shares of the library (xen.c checked): as with Linux's
+// gntdev and gntalloc, that ends them, notifications included. Their
+// memory is unmapped on the way.
+//
+//export shiMunmapRegions
+func shiMunmapRegions(start C.uintptr_t, length C.size_t) C.int {
+	lo, hi := uintptr(start), uintptr(start)+uintptr(length)
+	inside := func(a uintptr, n int) bool { return a >= lo && a+uintptr(n) <= hi }
+	regions.mu.Lock()
+	var ms []uintptr
+	var ss []uintptr
+	for a, m := range regions.maps {
+		if inside(a, len(m.mp.Bytes())) {
+			ms = append(ms, a)
+		}
+	}
+	for a, s := range regions.shares {
+		if inside(a, len(s.s.Bytes())) {
+			ss = append(ss, a)
+		}
+	}
+	found := make(map[uintptr]any, len(ms)+len(ss))
+	for _, a := range ms {
+		found[a] = regions.maps[a]
+		delete(regions.maps, a)
+	}
+	for _, a := range ss {
+		found[a] = regions.shares[a]
+		delete(regions.shares, a)
+	}
+	regions.mu.Unlock()
+	var errs []error
+	for a, r := range found {
+		switch r := r.(type) {
+		case *mapped:
+			errs = append(errs, unmapRegion(a, r))
+		case *share:
+			errs = append(errs, unshareRegion(a, r))
+		}
+	}
+	return errno(errors.Join(errs...))
 }
 
 // Shares still mapped by their grantee when unshared, retried until the

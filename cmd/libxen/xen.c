@@ -5,10 +5,13 @@
 // reliably, so it is set here, after Go has returned.
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "_cgo_export.h"
 
@@ -344,4 +347,74 @@ int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid, unsigned int max_
 		next = domid + 1;
 	}
 	return n;
+}
+
+// munmap of grant memory. libxenvchan unmaps its paged rings with munmap,
+// not through the grant API: with Linux's gntdev and gntalloc that ends
+// the grant mappings and shares. Here the library must hear of it, or
+// the mapping would stay at the agent and, across hosts, the library
+// would go on reading memory that is gone. So the library (preloaded)
+// defines munmap: a range holding whole mappings or shares of the library
+// goes to it; everything else, the Go runtime's own unmaps included,
+// is the system call. The check is C alone (no Go), under a mutex that
+// nothing holds while it calls out.
+
+struct region {
+	uintptr_t start;
+	size_t len;
+};
+
+static pthread_mutex_t regionsMu = PTHREAD_MUTEX_INITIALIZER;
+static struct region *regions; // guarded by regionsMu
+static size_t nregions, capregions;
+
+void shiRangeAdd(uintptr_t start, size_t len) {
+	pthread_mutex_lock(&regionsMu);
+	if (nregions == capregions) {
+		size_t c = capregions ? 2 * capregions : 64;
+		struct region *r = realloc(regions, c * sizeof *r);
+		if (r == NULL) { // not tracked: a munmap of it is then only the system call
+			pthread_mutex_unlock(&regionsMu);
+			return;
+		}
+		regions = r;
+		capregions = c;
+	}
+	regions[nregions++] = (struct region){start, len};
+	pthread_mutex_unlock(&regionsMu);
+}
+
+void shiRangeDel(uintptr_t start) {
+	pthread_mutex_lock(&regionsMu);
+	for (size_t i = 0; i < nregions; i++) {
+		if (regions[i].start == start) {
+			regions[i] = regions[--nregions];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&regionsMu);
+}
+
+int munmap(void *addr, size_t len) {
+	uintptr_t lo = (uintptr_t)addr, hi = lo + len;
+	int whole = 0, partial = 0;
+	pthread_mutex_lock(&regionsMu);
+	for (size_t i = 0; i < nregions; i++) {
+		uintptr_t s = regions[i].start, e = s + regions[i].len;
+		if (e <= lo || s >= hi)
+			continue;
+		if (s >= lo && e <= hi)
+			whole++;
+		else
+			partial++;
+	}
+	pthread_mutex_unlock(&regionsMu);
+	if (partial) {
+		// Part of a grant mapping: the library cannot end half of one.
+		errno = EINVAL;
+		return -1;
+	}
+	if (whole)
+		return fail(shiMunmapRegions(lo, len));
+	return fail((int)syscall(SYS_munmap, addr, len));
 }

@@ -243,6 +243,39 @@ static void gnttab_tests(uint32_t self) {
 		if (peer != NULL)
 			CHECK(xengnttab_unmap(gt, peer, 1) == 0, "unmap after the unshare");
 	}
+	// munmap of grant memory ends it, as with gntdev and gntalloc
+	// (libxenvchan unmaps its paged rings so).
+	sp[7] = 1;
+	np = xengnttab_map_grant_ref_notify(gt, self, refs[0], PROT_READ | PROT_WRITE, 7, b);
+	CHECK(np != NULL, "map_grant_ref_notify");
+	if (np != NULL) {
+		CHECK(munmap(np, 4096) == 0, "munmap of a mapping");
+		CHECK(sp[7] == 0, "munmap of a mapping cleared the notification byte");
+		take(e, a, "munmap of a mapping: its event");
+		CHECK(xengnttab_unmap(gt, np, 1) == -1 && errno == EINVAL, "unmap after munmap");
+	}
+	mp = xengnttab_map_domain_grant_refs(gt, 2, self, refs, PROT_READ);
+	CHECK(mp != NULL, "map_domain_grant_refs");
+	if (mp != NULL) {
+		CHECK(munmap(mp + 4096, 4096) == -1 && errno == EINVAL, "munmap of half a mapping");
+		CHECK(munmap(mp, 8192) == 0, "munmap of a two-page mapping");
+	}
+	pp = xengntshr_share_page_notify(gs, self, &ref, 1, 9, a);
+	CHECK(pp != NULL, "share_page_notify");
+	if (pp != NULL) {
+		pp[9] = 1;
+		uint8_t *peer = xengnttab_map_domain_grant_refs(gt, 1, self, &ref, PROT_READ | PROT_WRITE);
+		CHECK(peer != NULL && peer[9] == 1, "map of the notifying page");
+		CHECK(munmap(pp, 4096) == 0, "munmap of a share");
+		CHECK(peer == NULL || peer[9] == 0, "munmap of a share cleared the notification byte");
+		take(e, b, "munmap of a share: its event");
+		CHECK(xengntshr_unshare(gs, pp, 1) == -1 && errno == EINVAL, "unshare after munmap");
+		if (peer != NULL)
+			CHECK(munmap(peer, 4096) == 0, "munmap of the mapping of a withdrawn share");
+	}
+	void *plain = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(plain != MAP_FAILED && munmap(plain, 4096) == 0, "munmap of ordinary memory");
+
 	CHECK(xengntshr_unshare(gs, sp, 1) == -1 && errno == EINVAL, "unshare of part of a share");
 	CHECK(xengntshr_unshare(gs, sp, 2) == 0, "unshare");
 	CHECK(xengntshr_unshare(gs, sp, 2) == -1 && errno == EINVAL, "unshare twice");
@@ -276,6 +309,7 @@ int main(void) {
 		return 2;
 	}
 	uint32_t self = (uint32_t)atoi(s);
+	alarm(40); // a call that hangs fails the test, rather than its timeout
 	evtchn_tests(self);
 	gnttab_tests(self);
 	xc_tests(self);
