@@ -37,6 +37,9 @@ func TestVchanSocketProxy(t *testing.T) {
 	if os.Getenv("SHI_LONG") != "" {
 		size = 256 << 20
 	}
+	if mib, err := strconv.Atoi(os.Getenv("SHI_VCHAN_PROXY_MIB")); err == nil && mib > 0 {
+		size = mib << 20 // scripts/bench-vchan-proxy.sh
+	}
 	for _, tc := range []struct {
 		name     string
 		srv, cli int // hosts
