@@ -5,6 +5,7 @@
 # and the runs of both paths alternating so that both see the same load.
 #
 #   scripts/bench-remote.sh [evtchn|ring|all]   (default all; root; ~4 min)
+#   scripts/bench-remote.sh vchan               (not part of all)
 #   RUNS=5 scripts/bench-remote.sh              more rounds (default 3)
 #
 # evtchn: "shi bench evtchn -hosts h0,h1" (an event round trip between a
@@ -15,6 +16,9 @@
 #   h0 through a granted 4 MiB ring in 64 KiB writes, and the map and
 #   unmap of a grant of the other host) against one TCP stream from h1 to
 #   h0 in the same writes ("shi benchtcp stream").
+# vchan: "shi bench vchan -hosts h0,h1" (1 GiB from a domain on h1 to one
+#   on h0 through guest/vchan with 1 MiB rings in 64 KiB writes, then
+#   16-byte round trips) against the same TCP stream and ping-pong.
 #
 # Each runs in two phases. First between agents without the fault hook:
 # the links are the TCP sockets the agents hand to the domains, the path
@@ -34,6 +38,8 @@
 #
 #   remote evtchn round trip / tcp round trip = X    (goal: at most 1.3)
 #   remote ring throughput / tcp throughput = X      (goal: at least 0.8)
+#   remote vchan round trip / tcp round trip = X      (vchan only)
+#   remote vchan throughput / tcp throughput = X     (vchan only; goal: at least 0.8)
 #
 # Knobs: RUNS (rounds per phase, 3; each round runs each program once,
 # 3 runs each), ROUNDS (round trips per run, 10000; DELAY_ROUNDS 500),
@@ -50,9 +56,9 @@ die() { echo "bench-remote: $*" >&2; exit 1; }
 
 what=${1:-all}
 case $what in
-evtchn | ring | all) ;;
+evtchn | ring | vchan | all) ;;
 -h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;;
-*) die "unknown benchmark '$what' (evtchn, ring or all)" ;;
+*) die "unknown benchmark '$what' (evtchn, ring, vchan or all)" ;;
 esac
 [[ $(id -u) -eq 0 ]] || die "test hosts need root (network namespaces)"
 command -v ip >/dev/null || die "needs ip (iproute2)"
@@ -254,6 +260,7 @@ tcp_ping() { run in_ns "$ns1" "$shi" benchtcp ping -addr "$ip0:$tcpport" -runs "
 tcp_stream() { run in_ns "$ns1" "$shi" benchtcp stream -addr "$ip0:$tcpport" -runs "$INNER" -chunk "$CHUNK" "$@"; }
 shi_evtchn() { run in_ns "$ns0" "${env0[@]}" "$shi" bench evtchn -hosts h0,h1 -runs "$INNER" "${profile[@]}" "$@"; }
 shi_ring() { run in_ns "$ns0" "${env0[@]}" "$shi" bench ring -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "${profile[@]}" "$@"; }
+shi_vchan() { run in_ns "$ns0" "${env0[@]}" "$shi" bench vchan -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "${profile[@]}" "$@"; }
 
 # phase NAME DELAY_MS ROUNDS MIB MAPS: RUNS rounds of each benchmark, the
 # baseline first in odd rounds and second in even ones.
@@ -267,7 +274,7 @@ phase() {
 	fi
 	for r in $(seq "$RUNS"); do
 		echo "== round: $r" | tee -a "$LOG"
-		if [[ $what != ring ]]; then
+		if [[ $what == evtchn || $what == all ]]; then
 			if ((r % 2)); then
 				tcp_ping -rounds "$rounds" -delay-ms "$delay"
 				shi_evtchn -rounds "$rounds"
@@ -276,7 +283,18 @@ phase() {
 				tcp_ping -rounds "$rounds" -delay-ms "$delay"
 			fi
 		fi
-		if [[ $what != evtchn ]]; then
+		if [[ $what == vchan ]]; then
+			if ((r % 2)); then
+				tcp_ping -rounds "$rounds" -delay-ms "$delay"
+				tcp_stream -mib "$mib" -delay-ms "$delay"
+				shi_vchan -mib "$mib" -rounds "$rounds"
+			else
+				shi_vchan -mib "$mib" -rounds "$rounds"
+				tcp_ping -rounds "$rounds" -delay-ms "$delay"
+				tcp_stream -mib "$mib" -delay-ms "$delay"
+			fi
+		fi
+		if [[ $what == ring || $what == all ]]; then
 			if ((r % 2)); then
 				tcp_stream -mib "$mib" -delay-ms "$delay"
 				shi_ring -mib "$mib" -maps "$maps"

@@ -65,6 +65,8 @@ func RunChild() {
 		err = sinkChild(os.Getenv("SHI_BENCH_CHUNK"))
 	case "tcp-serve":
 		err = tcpServeChild()
+	case "unix-echo":
+		err = echoChild(os.Getenv("SHI_BENCH_CHUNK"))
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -92,6 +92,10 @@ func domainRole(args []string) error {
 		err = d.ringConsumer(p)
 	case "ring-producer":
 		err = d.ringProducer(p)
+	case "vchan-server":
+		err = d.vchanServer(p)
+	case "vchan-client":
+		err = d.vchanClient(p)
 	default:
 		err = fmt.Errorf("benchdomain: unknown role %q", args[0])
 	}

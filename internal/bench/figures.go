@@ -26,8 +26,11 @@ const (
 	FigRemoteRing   = "remote ring throughput"
 	FigRemoteMap    = "remote grant map"
 	FigRemoteUnmap  = "remote grant unmap"
-	FigTCPRoundTrip = "tcp round trip"
-	FigTCPStream    = "tcp throughput"
+	// FigRemoteVchan and FigRemoteVchanRTT are "shi bench vchan -hosts".
+	FigRemoteVchan    = "remote vchan throughput"
+	FigRemoteVchanRTT = "remote vchan round trip"
+	FigTCPRoundTrip   = "tcp round trip"
+	FigTCPStream      = "tcp throughput"
 )
 
 // Units of the figures.
@@ -119,6 +122,8 @@ type Ratio struct {
 var RemoteRatios = []Ratio{
 	{Shi: FigRemoteEvtchn, Base: FigTCPRoundTrip, Goal: 1.3},
 	{Shi: FigRemoteRing, Base: FigTCPStream, Goal: 0.8},
+	{Shi: FigRemoteVchanRTT, Base: FigTCPRoundTrip},
+	{Shi: FigRemoteVchan, Base: FigTCPStream, Goal: 0.8},
 }
 
 // A log of scripts/bench-remote.sh is the output of the programs it ran,
