@@ -37,6 +37,7 @@ func TestXenLibs(t *testing.T) {
 		t.Skip("test hosts need root")
 	}
 	libs := libxentest.Build(t)
+	libxentest.NeedProxy(t, libs)
 	echo := buildVchanEcho(t, libs)
 	c := Start(t, Options{Hosts: 2, BootstrapExpect: 1, Args: []string{"-xen-libs", libs}})
 	size := 4 << 20
