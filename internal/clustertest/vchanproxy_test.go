@@ -27,7 +27,8 @@ import (
 // Debian's vchan-socket-proxy, server and client: on one host and across
 // two, a few MiB through them each way at once, checksummed; and a peer
 // domain destroyed mid-stream, which the surviving proxy reports by
-// closing its socket. The throughput it logs is a correctness check's,
+// closing its socket, as it does when the client's host is killed. The
+// throughput it logs is a correctness check's,
 // not a goal: the proxy uses 1 and 2 KiB rings inside the control page
 // and waits in select().
 //
@@ -76,6 +77,12 @@ func TestXenLibs(t *testing.T) {
 			pagedRings(t, c, echo, tc.srv, tc.cli)
 		})
 	}
+	// Last: it takes host 1 down.
+	t.Run("proxy client's host killed mid-stream", func(t *testing.T) {
+		p := startProxies(t, c, libs, 0, 1, "vk")
+		p.peerDies(t, "client host")
+		p.destroy(t)
+	})
 }
 
 // proxies is a vchan-socket-proxy server and client, each a domain, and
@@ -87,6 +94,7 @@ type proxies struct {
 	cliHost  *Host
 	srvLn    net.Listener // the server proxy connects here for each vchan client
 	cliSock  string       // the client proxy listens here
+	gone     *Host        // a host the test killed
 }
 
 // startProxies starts the server proxy on host s and the client proxy on
@@ -235,9 +243,10 @@ func receive(r io.Reader, seed uint64, size int) error {
 }
 
 // peerDies streams until data flows both ways, destroys the victim proxy's
-// domain, and checks that the survivor closes its socket (it reports the
+// domain ("server" or "client") or kills the client's host ("client
+// host"), and checks that the survivor closes its socket (it reports the
 // vchan's end that way, and waits for the next connection) in bounded
-// time, with what arrived before intact.
+// time.
 func (p *proxies) peerDies(t *testing.T, victim string) {
 	t.Helper()
 	cli, srv := p.connect(t, time.Minute)
@@ -255,22 +264,29 @@ func (p *proxies) peerDies(t *testing.T, victim string) {
 		t.Fatalf("before the destroy: %v\n%s", err, p.output(t))
 	}
 	vh, vd, survivor := p.srvHost, p.srv, cli
-	if victim == "client" {
+	if victim != "server" {
 		vh, vd, survivor = p.cliHost, p.cli, srv
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	if err := patientAPI(vh).DestroyDomain(ctx, vd.Name); err != nil {
+	if victim == "client host" {
+		vh.Kill() // membership declares it failed within about a second
+		p.gone = vh
+	} else if err := patientAPI(vh).DestroyDomain(ctx, vd.Name); err != nil {
 		t.Fatal(err)
 	}
 	// The survivor's socket ends (EOF, or a reset while we still write).
 	n, err := io.Copy(io.Discard, survivor)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the surviving proxy still had the stream open %v after its peer was destroyed (%d bytes more)\n%s", time.Until(deadline)+time.Minute, n, p.output(t))
+		t.Fatalf("the surviving proxy still had the stream open %v after its peer (%s) went (%d bytes more)\n%s", time.Since(start).Round(time.Millisecond), victim, n, p.output(t))
 	}
-	t.Logf("%s destroyed: the survivor closed its socket %v later (%d bytes after the destroy, %v)", victim, time.Since(start).Round(time.Millisecond), n, err)
+	what := victim + " destroyed"
+	if p.gone != nil {
+		what = victim + " killed"
+	}
+	t.Logf("%s: the survivor closed its socket %v later (%d bytes after that, %v)", what, time.Since(start).Round(time.Millisecond), n, err)
 }
 
 // destroy ends both proxies (what is left of them).
@@ -282,6 +298,9 @@ func (p *proxies) destroy(t *testing.T) {
 		h *Host
 		d api.Domain
 	}{{p.srvHost, p.srv}, {p.cliHost, p.cli}} {
+		if x.h == p.gone {
+			continue
+		}
 		if err := patientAPI(x.h).DestroyDomain(ctx, x.d.Name); err != nil && !strings.Contains(err.Error(), "no such domain") {
 			t.Errorf("destroy %s: %v", x.d.Name, err)
 		}
