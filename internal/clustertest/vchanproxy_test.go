@@ -58,7 +58,7 @@ func TestXenLibs(t *testing.T) {
 	for _, tc := range hosts {
 		t.Run("proxy "+tc.name, func(t *testing.T) {
 			p := startProxies(t, c, libs, tc.srv, tc.cli, "vp")
-			up, down, dur := p.stream(t, size, 2*time.Minute)
+			up, down, dur := p.stream(t, size, 2*time.Minute+time.Duration(size>>20)*time.Second)
 			mbs := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
 			t.Logf("vchan-socket-proxy, %s: %d MiB each way at once in %v: client to server %.1f MB/s, server to client %.1f MB/s",
 				tc.name, size>>20, dur.Round(time.Millisecond), mbs(up), mbs(down))
