@@ -22,6 +22,20 @@
 // mode (never Explicit): a release compares them with their twins. A
 // notify releases, a pending acquires, and a program waiting in select()
 // on the event fd is covered by the library's background flush.
+//
+// Where it differs from Xen's libraries:
+//   - xenevtchn_bind_virq, xenevtchn_fdopen and the dma-buf functions
+//     fail with ENOSYS (shi has no virtual IRQs, devices or inherited
+//     device descriptors); xengnttab_fd and xengntshr_fd are /dev/null.
+//   - xengnttab_map_grant_refs maps the grants of one granter per call
+//     (EINVAL for several).
+//   - The event fd may turn readable for an event on a masked port
+//     (guest/evtchn), where the device's would not; xenevtchn_pending
+//     then blocks until an unmasked port fires. Programs that unmask what
+//     pending returned before they poll again (libxenvchan) never see it.
+//   - xc_domain_getinfo knows only whether a domain exists (on any host):
+//     it fills domid, running and one online vcpu, and looks through
+//     getinfoScan ids for the next domain from first_domid on.
 package main
 
 // #include <stdint.h>
