@@ -40,6 +40,8 @@ func (a Addr) Network() string { return "vchan" }
 
 func (a Addr) String() string { return fmt.Sprintf("dom%d:%s", a.Dom, a.Path) }
 
+var _ net.Conn = (*Conn)(nil)
+
 // Which deadline a wait obeys.
 const (
 	reading = iota
