@@ -536,3 +536,64 @@ func TestVchanRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// TestVchanEarlyServer: a server may write before its client comes (up
+// to its ring), as libxenvchan's may; WaitClient returns once the client
+// is there, and the client reads what was written.
+func TestVchanEarlyServer(t *testing.T) {
+	e := newVchanEnv(t, true)
+	scfg := vchan.Config{Hypervisor: e.c.conns[1], XenStore: e.xsClient(t)}
+	srv, err := scfg.Listen(2, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if srv.State() != 2 {
+		t.Fatalf("state before the client: %d", srv.State())
+	}
+	early := bytes.Repeat([]byte("e"), 2048) // the whole right ring
+	if _, err := srv.Write(early); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- srv.WaitClient() }()
+	time.Sleep(20 * time.Millisecond)
+	ccfg := vchan.Config{Hypervisor: e.c.conns[2], XenStore: e.xsClient(t)}
+	cli, err := ccfg.Dial(1, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(early))
+	if _, err := io.ReadFull(cli, got); err != nil || !bytes.Equal(got, early) {
+		t.Fatalf("early data: %v", err)
+	}
+}
+
+// TestVchanCorruptIndex: a peer's index that claims more than the ring
+// holds fails Read with ErrCorrupt (libxenvchan would stall forever).
+func TestVchanCorruptIndex(t *testing.T) {
+	e := newVchanEnv(t, false)
+	srv, cli := e.pair(t, 0, 0)
+	if _, err := srv.Write([]byte("fine")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(cli, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	// right.prod (offset 12) jumps far past right.cons, through the
+	// grant the client has.
+	checker := xs.New(mustPair(t, e.xs))
+	defer checker.Close()
+	ref, _ := checker.Read(e.path + "/ring-ref")
+	r, _ := strconv.Atoi(string(ref))
+	if err := gnttab.Open(e.c.conns[2]).CopyTo(1, gnttab.Ref(r), 12, []byte{0, 0, 1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cli.Read(make([]byte, 10)); !errors.Is(err, vchan.ErrCorrupt) {
+		t.Fatalf("read from a corrupt ring: %d %v", n, err)
+	}
+}
