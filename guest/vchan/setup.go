@@ -30,7 +30,7 @@ type Config struct {
 	// ReadMin and WriteMin are a server's minimum ring sizes in bytes,
 	// libxenvchan_server_init's read_min and write_min (see Orders).
 	ReadMin, WriteMin int
-	// LeftOrder and RightOrder, when both are set, choose a server's
+	// LeftOrder and RightOrder, if set (both), choose a server's
 	// ring orders directly instead: any pair the client accepts
 	// (CheckOrders), including some libxenvchan's own server never
 	// picks, such as an in-page ring beside a paged one.
