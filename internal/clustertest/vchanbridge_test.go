@@ -15,8 +15,8 @@ import (
 )
 
 // TestVchanBridge runs "shi vchan" against Debian's vchan-socket-proxy in
-// either role, and against itself with large rings, each pair across two
-// test hosts: a few MiB each way at once through the two bridges,
+// either role (on one host and across two test hosts), and against itself
+// with large rings across two: a few MiB each way at once through the two bridges,
 // checksummed. The proxies run as xen_libs domains over shi's libxenvchan
 // replacements; shi vchan over guest/vchan.
 func TestVchanBridge(t *testing.T) {
@@ -41,21 +41,25 @@ func TestVchanBridge(t *testing.T) {
 		size = 256 << 20
 	}
 	big := []string{"-read-min", "1048576", "-write-min", "1048576"}
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name     string
 		srv, cli bridge
+		hosts    int // 1: both on host 0; 2: the server on host 0, the client on host 1
 		size     int
 	}{
-		{"shi server, proxy client", bridge{cmd: shi, shi: true}, bridge{cmd: proxy}, size},
-		{"proxy server, shi client", bridge{cmd: proxy}, bridge{cmd: shi, shi: true}, size},
-		{"shi both, 1 MiB rings", bridge{cmd: shi, shi: true, flags: big}, bridge{cmd: shi, shi: true}, 8 * size},
+		{"shi server, proxy client", bridge{cmd: shi, shi: true}, bridge{cmd: proxy}, 1, size},
+		{"proxy server, shi client", bridge{cmd: proxy}, bridge{cmd: shi, shi: true}, 1, size},
+		{"shi server, proxy client", bridge{cmd: shi, shi: true}, bridge{cmd: proxy}, 2, size},
+		{"proxy server, shi client", bridge{cmd: proxy}, bridge{cmd: shi, shi: true}, 2, size},
+		{"shi both, 1 MiB rings", bridge{cmd: shi, shi: true, flags: big}, bridge{cmd: shi, shi: true}, 2, 8 * size},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := startBridges(t, c, tc.srv, tc.cli, 0, 1, "vb")
+		where := map[int]string{1: "one host", 2: "two hosts"}[tc.hosts]
+		t.Run(tc.name+", "+where, func(t *testing.T) {
+			p := startBridges(t, c, tc.srv, tc.cli, 0, tc.hosts-1, fmt.Sprintf("vb%d", i))
 			up, down, dur := p.stream(t, tc.size, 2*time.Minute)
 			mbs := func(d time.Duration) float64 { return float64(tc.size) / d.Seconds() / 1e6 }
-			t.Logf("%s, two hosts: %d MiB each way at once in %v: client to server %.1f MB/s, server to client %.1f MB/s",
-				tc.name, tc.size>>20, dur.Round(time.Millisecond), mbs(up), mbs(down))
+			t.Logf("%s, %s: %d MiB each way at once in %v: client to server %.1f MB/s, server to client %.1f MB/s",
+				tc.name, where, tc.size>>20, dur.Round(time.Millisecond), mbs(up), mbs(down))
 			p.destroy(t)
 		})
 	}
@@ -123,11 +127,14 @@ func startBridges(t *testing.T, c *Cluster, srv, cli bridge, s, k int, prefix st
 		libxentest.Shell(srv.cmd), strings.Join(quoted, " "), libxentest.Shell(srvSock))
 	p.srv = createOn(t, ctx, p.srvHost, srv.config(prefix+"-srv", "/bin/sh", "-c", script))
 	path := fmt.Sprintf("/local/domain/%d/data/vchan", p.srv.ID)
-	p.cli = createOn(t, ctx, p.cliHost, cli.config(prefix+"-cli", cli.cmd, cli.argv("client", strconv.Itoa(int(p.srv.ID)), path, p.cliSock)...))
+	p.cli = createOn(t, ctx, p.cliHost, cli.config(prefix+"-cli", cli.cmd, cli.argv("client", "-s", "data/state", strconv.Itoa(int(p.srv.ID)), path, p.cliSock)...))
 	if err := p.srvHost.XS().Write(fmt.Sprintf("/local/domain/%d/data/peer", p.srv.ID), []byte(strconv.Itoa(int(p.cli.ID)))); err != nil {
 		t.Fatal(err)
 	}
-	if err := Poll(ctx, 20*time.Millisecond, func() bool { _, err := os.Stat(p.cliSock); return err == nil }); err != nil {
+	// Both bridges write the state once they listen (between bind and
+	// listen, a connect is refused).
+	state := fmt.Sprintf("/local/domain/%d/data/state", p.cli.ID)
+	if err := Poll(ctx, 20*time.Millisecond, func() bool { v, err := p.cliHost.XS().Read(state); return err == nil && string(v) == "running" }); err != nil {
 		t.Fatalf("the client did not listen on %s: %v\n%s", p.cliSock, err, p.output(t))
 	}
 	return p

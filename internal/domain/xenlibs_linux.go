@@ -19,6 +19,8 @@ const (
 	xenLibGnttab  = "libxengnttab.so.1"
 	envLibPath    = "LD_LIBRARY_PATH"
 	envPreload    = "LD_PRELOAD"
+	envGodebug    = "GODEBUG"
+	noPreempt     = "asyncpreemptoff=1"
 	libPathSep    = ":"
 	preloadSep    = " "
 	xenLibsScript = "scripts/build-libxen.sh"
@@ -29,7 +31,12 @@ const (
 // Debian's, which libxenvchan and libxenctrl link against) and LD_PRELOAD
 // (the library also overrides libxenctrl's xc_* functions, and a
 // preloaded library stays loaded through `sh -c '... exec prog'`). The
-// domain's own values of either are kept, after ours. It fails if the
+// domain's own values of either are kept, after ours. GODEBUG gets
+// asyncpreemptoff=1: the library is Go, and the runtime's preemption
+// signal may land on a thread that has returned to C, where it makes a
+// blocking select() fail with EINTR, which vchan-socket-proxy treats as
+// fatal (the runtime reads it only at its start, so the library cannot
+// set it itself). It fails if the
 // domain asks for the libraries and this host has none, or its domains
 // could not read them.
 func (m *Manager) xenLibsEnv(cfg *Config) ([]string, error) {
@@ -43,8 +50,11 @@ func (m *Manager) xenLibsEnv(cfg *Config) ([]string, error) {
 	if err := xenLibsReachable(dir); err != nil {
 		return nil, err
 	}
-	libPath, preload := dir, filepath.Join(dir, xenLibEvtchn)
+	libPath, preload, godebug := dir, filepath.Join(dir, xenLibEvtchn), noPreempt
 	for _, e := range cfg.Env {
+		if v, ok := strings.CutPrefix(e, envGodebug+"="); ok && v != "" {
+			godebug = v + "," + noPreempt
+		}
 		if v, ok := strings.CutPrefix(e, envLibPath+"="); ok && v != "" {
 			libPath += libPathSep + v
 		}
@@ -52,7 +62,7 @@ func (m *Manager) xenLibsEnv(cfg *Config) ([]string, error) {
 			preload += preloadSep + v
 		}
 	}
-	return []string{envLibPath + "=" + libPath, envPreload + "=" + preload}, nil
+	return []string{envLibPath + "=" + libPath, envPreload + "=" + preload, envGodebug + "=" + godebug}, nil
 }
 
 // xenLibsReachable checks that a domain, under a uid of its own, can load

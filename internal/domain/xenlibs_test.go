@@ -61,7 +61,7 @@ func TestXenLibsEnv(t *testing.T) {
 		t.Errorf("without xen_libs: %v %v, want nothing", env, err)
 	}
 	env, err = m.xenLibsEnv(&Config{XenLibs: true, Env: []string{"LD_LIBRARY_PATH=/opt/lib", "LD_PRELOAD=/opt/x.so", "A=b"}})
-	want := []string{"LD_LIBRARY_PATH=" + dir + ":/opt/lib", "LD_PRELOAD=" + dir + "/libxenevtchn.so.1 /opt/x.so"}
+	want := []string{"LD_LIBRARY_PATH=" + dir + ":/opt/lib", "LD_PRELOAD=" + dir + "/libxenevtchn.so.1 /opt/x.so", "GODEBUG=asyncpreemptoff=1"}
 	if err != nil || !slices.Equal(env, want) {
 		t.Errorf("env %q, %v; want %q", env, err, want)
 	}

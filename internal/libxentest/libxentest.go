@@ -85,7 +85,7 @@ func WorldDir(prefix string) (string, error) {
 // Env is the environment a domain gets to run with the libraries in dir,
 // as the agent's -xen-libs does.
 func Env(dir string) []string {
-	return []string{"LD_LIBRARY_PATH=" + dir, "LD_PRELOAD=" + filepath.Join(dir, "libxenevtchn.so.1")}
+	return []string{"LD_LIBRARY_PATH=" + dir, "LD_PRELOAD=" + filepath.Join(dir, "libxenevtchn.so.1"), "GODEBUG=asyncpreemptoff=1"}
 }
 
 // Shell quotes s for sh.
