@@ -645,9 +645,15 @@ func (h *Handle) Acquire() { h.ln.Acquire() }
 func (h *Handle) Release(p Port) {
 	h.mu.RLock()
 	pt := h.ports[p]
+	// A disconnect rewrites remote and peer under h.mu.
+	remote := pt != nil && pt.remote
+	var peer DomID
+	if remote {
+		peer = pt.peer
+	}
 	h.mu.RUnlock()
-	if pt != nil && pt.remote {
-		h.ln.Release(pt.peer)
+	if remote {
+		h.ln.Release(peer)
 	}
 }
 
