@@ -14,7 +14,7 @@ import (
 // TestPackageDocs checks that every package has exactly one package
 // comment (Tailscale's pkgdoc_test).
 func TestPackageDocs(t *testing.T) {
-	out, err := exec.Command("go", "list", "-f", "{{.Dir}} {{join .GoFiles \" \"}}", "shi/...").CombinedOutput()
+	out, err := exec.Command("go", "list", "-f", "{{.Dir}} {{join .GoFiles \" \"}} {{join .CgoFiles \" \"}}", "shi/...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
