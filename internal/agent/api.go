@@ -11,6 +11,8 @@ import (
 	"shi/api"
 	"shi/internal/directory"
 	"shi/internal/membership"
+	"shi/internal/ticket"
+	"shi/internal/webconsole"
 )
 
 func (a *agent) routes() http.Handler {
@@ -43,10 +45,22 @@ func (a *agent) routes() http.Handler {
 			w.Write(buf[:runtime.Stack(buf, true)])
 		})
 	}
+	// The web console: its page, and tickets for its WebSocket (checked
+	// by the gate around the whole API, before any other handler).
+	tickets := &webconsole.Tickets{Store: ticket.New(ticket.DefaultTTL, ticket.DefaultMax), Lookup: a.ticketDomain}
+	mux.HandleFunc("POST "+api.ConsoleTicketsPath, tickets.ServeIssue)
+	mux.Handle("GET "+webconsole.PagePath, webconsole.Page())
+	mux.Handle("GET /{$}", http.RedirectHandler(webconsole.PagePath, http.StatusFound))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return tickets.Gate(mux)
+}
+
+// ticketDomain finds a domain for a console ticket.
+func (a *agent) ticketDomain(ref string) (ticket.Domain, bool) {
+	d, ok := a.domains.Lookup(ref)
+	return ticket.Domain{ID: d.ID, Name: d.Name}, ok
 }
 
 // nodes lists the hosts with their Raft roles.
