@@ -22,10 +22,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"shi/api"
+	"shi/internal/devices/console"
 	"shi/internal/directory"
 	"shi/internal/domain"
 	"shi/internal/faultnet"
@@ -80,6 +82,9 @@ type agent struct {
 	hv      *hypervisor.Hypervisor
 	domains *domain.Manager
 	apiURL  string
+
+	// consoles are the driver domain's console back ends, once it runs.
+	consoles atomic.Pointer[console.Service]
 
 	// Cluster mode only.
 	node    *directory.Node
@@ -155,7 +160,8 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	a.domains, err = domain.NewManager(domain.ManagerConfig{
 		Host: cfg.Name, Replica: a.replica, Committer: a.commit, Logger: log.With("sub", "domains"),
 		XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL, XenLibs: cfg.XenLibs, Hosts: a.placementHosts,
-		Output: a.domainOutput, Hypervisor: a.hv,
+		ConsoleHelper: cfg.ConsoleHelper,
+		Output:        a.domainOutput, Hypervisor: a.hv,
 	})
 	if err != nil {
 		return err
@@ -165,7 +171,11 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		a.startDriver(ctx) // this host's driver domain: the console back ends
+	}()
 	go func() {
 		defer wg.Done()
 		// Domains the directory says run here but died with an earlier

@@ -29,6 +29,7 @@ func (a *agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, a.nodes()) })
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, http.StatusOK, a.info()) })
 	mux.HandleFunc("GET /metrics", a.metrics)
+	mux.HandleFunc("GET /v1/domains/{dom}/console", a.handleConsole)
 	dh := DomainHandler(a.domains, a.hostAPI)
 	mux.Handle("/v1/domains", dh)
 	mux.Handle("/v1/domains/", dh)

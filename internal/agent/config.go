@@ -35,6 +35,10 @@ type Config struct {
 	// libxengnttab.so.1 (scripts/build-libxen.sh) that domains with
 	// xen_libs = 1 run with; "" refuses such domains.
 	XenLibs string
+	// ConsoleHelper is the shi binary that runs a domain's program on a
+	// terminal joined to its console ("shi console-helper"); "shi agent"
+	// sets it to itself. "": programs run without a terminal.
+	ConsoleHelper string
 	// Logger receives the agent's logs.
 	Logger *slog.Logger
 
@@ -165,6 +169,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.APIAddr, "api", "", "HTTP API address IP:PORT (default 127.0.0.1:7070 with -dev, else BIND:7070; port 0 picks a free one)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
 	fs.StringVar(&cfg.BindIP, "bind", "", "this host's IP address for gossip, Raft and the API")
+	if exe, err := os.Executable(); err == nil {
+		cfg.ConsoleHelper = exe
+	}
 	join := fs.String("join", "", "comma-separated hosts to join (IP or IP:PORT)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 3, "number of voting hosts: 1, 3 or 5")
 	encrypt := fs.String("encrypt", "", "cluster key, base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates forwarded changes and data-plane connections")

@@ -142,7 +142,7 @@ func (p *benchPair) create(ctx context.Context, i int, name string, role string,
 	if p.cfg.ProfileDir != "" {
 		env = append(append([]string(nil), env...), CPUProfileEnv+"="+p.cfg.ProfileDir)
 	}
-	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\n", name, exe[0], q(args), q(env))
+	text := fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [%s]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\nconsole = \"direct\"\n", name, exe[0], q(args), q(env))
 	d, err := p.client.CreateDomain(ctx, api.DomainSpec{Config: text, Node: p.cfg.node(i)})
 	if err != nil {
 		return d, fmt.Errorf("create %s: %w", name, err)

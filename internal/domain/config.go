@@ -19,6 +19,15 @@ import (
 //	disks = [ "..." ]               # kept for the disk backend
 //	vchans = [ "..." ]              # kept for vchan setup
 //	xen_libs = 1                    # run with shi's libxenevtchn/libxengnttab
+//	console = "direct"              # the program drives its console ring (default "pty")
+//	console_backend = "h2"          # the host whose driver domain serves the console
+//	console_log = "/var/log/x.log"  # a transcript, on the back end's host
+//
+// console = "pty" (the default) starts the program on a pseudo-terminal
+// joined to the domain's console by a helper that holds the domain's
+// agent connection; a program that uses the guest library itself (its
+// agent connection, fd 3) runs with console = "direct", which xen_libs = 1
+// implies.
 //
 // xen_libs = 1 is for unmodified Xen programs (vchan-socket-proxy, or
 // anything linked with libxenvchan): the agent starts the domain with
@@ -46,6 +55,23 @@ type Config struct {
 	MaxEventChannels int      `json:"max_event_channels,omitempty"`
 	MaxMaps          int      `json:"max_maps,omitempty"`
 	XenLibs          bool     `json:"xen_libs,omitempty"`
+	Console          string   `json:"console,omitempty"`
+	ConsoleBackend   string   `json:"console_backend,omitempty"`
+	ConsoleLog       string   `json:"console_log,omitempty"`
+}
+
+// Console modes.
+const (
+	ConsolePTY    = "pty"
+	ConsoleDirect = "direct"
+)
+
+// ConsoleMode is the domain's console mode, with its default.
+func (c *Config) ConsoleMode() string {
+	if c.Console == ConsoleDirect || c.XenLibs {
+		return ConsoleDirect
+	}
+	return ConsolePTY
 }
 
 // on_crash actions.
@@ -219,6 +245,21 @@ func (c *Config) set(key string, v value) error {
 		var n uint64
 		n, err = num(0, 1)
 		c.XenLibs = n == 1
+	case "console":
+		if err = want('s'); err == nil && v.s != ConsolePTY && v.s != ConsoleDirect {
+			err = bad("%q: want %q or %q", v.s, ConsolePTY, ConsoleDirect)
+		}
+		c.Console = v.s
+	case "console_backend":
+		if err = want('s'); err == nil && !ValidName(v.s) {
+			err = bad("%q is not a host name", v.s)
+		}
+		c.ConsoleBackend = v.s
+	case "console_log":
+		if err = want('s'); err == nil && (!strings.HasPrefix(v.s, "/") || strings.IndexByte(v.s, 0) >= 0) {
+			err = bad("%q: want an absolute path", v.s)
+		}
+		c.ConsoleLog = v.s
 	default:
 		return bad("unknown key")
 	}

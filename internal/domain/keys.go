@@ -54,6 +54,15 @@ func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config
 	node(vm+"/uuid", s(d.UUID), tools)
 	node(vm+"/start_time", s(fmt.Sprintf("%.2f", float64(d.Created)/float64(time.Second))), tools)
 
+	// The console: the driver domain that serves it must exist.
+	drv, ok, err := m.consoleBackend(cfg)
+	if err != nil {
+		return err
+	}
+	if ok {
+		ops = append(ops, consoleKeys(id, drv.ID, cfg)...)
+	}
+
 	_, resp, err := m.cfg.Committer.Commit(ctx, directory.XenstoreEntry(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}))
 	if err != nil {
 		return fmt.Errorf("xenstore keys: %w", err)

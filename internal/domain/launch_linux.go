@@ -76,9 +76,26 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 			dir = "/"
 		}
 	}
+	args := append([]string{cfg.Cmd}, cfg.Args...)
+	if m.usesConsoleHelper(cfg) {
+		// The helper runs first, holds the agent connection and
+		// starts the program on a terminal (devices/console.RunHelper).
+		helper := m.cfg.ConsoleHelper
+		args = append([]string{"shi", "console-helper", execPath}, args...)
+		execPath = helper
+		if cred != nil && !reachable(helper) {
+			bin, err := os.Open(helper)
+			if err != nil {
+				return fmt.Errorf("open %s: %w", helper, err)
+			}
+			defer bin.Close()
+			extra = append(extra, bin)
+			execPath = "/proc/self/fd/" + strconv.Itoa(3+len(extra)-1)
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:       execPath,
-		Args:       append([]string{cfg.Cmd}, cfg.Args...),
+		Args:       args,
 		Env:        env,
 		Dir:        dir,
 		ExtraFiles: extra,
@@ -121,6 +138,23 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		m.exited(r, exitStatus(cmd.ProcessState))
 	}()
 	return nil
+}
+
+// usesConsoleHelper reports whether cfg's program runs on a terminal
+// under the console helper: console = "pty" where a driver domain serves
+// the console and the agent knows the helper.
+func (m *Manager) usesConsoleHelper(cfg *Config) bool {
+	if m.cfg.ConsoleHelper == "" || cfg.ConsoleMode() != ConsolePTY {
+		return false
+	}
+	_, ok, err := m.consoleBackend(cfg)
+	return ok && err == nil
+}
+
+// reachable reports whether any uid may execute path.
+func reachable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Perm()&0o001 != 0 && worldSearchable(filepathDir(path))
 }
 
 // DomainUIDBase is the uid of domain 0's would-be process; domain d runs

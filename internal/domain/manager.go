@@ -52,6 +52,10 @@ type ManagerConfig struct {
 	// OnExit, if set, is told when a domain of this host has exited and
 	// been released.
 	OnExit func(d directory.Domain, st ExitStatus)
+	// ConsoleHelper is the shi binary whose "console-helper" runs a
+	// domain's program on a terminal joined to its console (console =
+	// "pty"); "" runs programs directly, with no terminal.
+	ConsoleHelper string
 	// Hypervisor serves the domains' hypercalls; the agent builds it and
 	// closes it after the manager.
 	Hypervisor *hypervisor.Hypervisor

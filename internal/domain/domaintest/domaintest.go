@@ -224,7 +224,8 @@ func Config(name, role string, env []string, extra ...string) string {
 	args := []string{EnvRole + "=" + role}
 	args = append(args, env...)
 	var b strings.Builder
-	fmt.Fprintf(&b, "name = %q\ncmd = %q\nmemory = 4\nenv = [", name, os.Args[0])
+	// Test programs use their agent connection (fd 3) themselves.
+	fmt.Fprintf(&b, "name = %q\ncmd = %q\nmemory = 4\nconsole = \"direct\"\nenv = [", name, os.Args[0])
 	for i, a := range args {
 		if i > 0 {
 			b.WriteString(", ")

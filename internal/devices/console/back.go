@@ -1,0 +1,135 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"shi/guest/evtchn"
+	"shi/guest/gnttab"
+	"shi/guest/hv"
+)
+
+// ErrInputFull means keystrokes were dropped: the domain does not read
+// its console.
+var ErrInputFull = errors.New("console: the domain is not reading its input")
+
+// Back is the back end's end of one console: it moves out[] into a Log
+// and queued keystrokes into in[].
+type Back struct {
+	r     *rings
+	g     *gnttab.Handle
+	m     *gnttab.Mapping
+	input chan []byte
+}
+
+// ConnectBack maps dom's console page (grant ref) and binds its port, as
+// xenconsoled does for a domain it finds in XenStore.
+func ConnectBack(hvc *hv.Conn, dom uint32, ref uint32, port uint32) (b *Back, err error) {
+	evt, err := evtchn.Open(hvc)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			evt.Close()
+		}
+	}()
+	lp, err := evt.BindInterdomain(evtchn.DomID(dom), evtchn.Port(port))
+	if err != nil {
+		return nil, fmt.Errorf("console: bind dom%d's port %d: %w", dom, port, err)
+	}
+	kick, err := evt.BindIPI()
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	g := gnttab.Open(hvc)
+	m, err := g.Map(evtchn.DomID(dom), []gnttab.Ref{gnttab.Ref(ref)}, true)
+	if err != nil {
+		return nil, fmt.Errorf("console: map dom%d's grant %d: %w", dom, ref, err)
+	}
+	r, err := newRings(m.Bytes(), evt, lp, kick)
+	if err != nil {
+		g.Unmap(m)
+		return nil, err
+	}
+	return &Back{r: r, g: g, m: m, input: make(chan []byte, 64)}, nil
+}
+
+// Input implements Sink.Input: the keystrokes are queued for the loop,
+// or dropped (ErrInputFull) when the queue is full.
+func (b *Back) Input(p []byte) error {
+	select {
+	case b.input <- append([]byte(nil), p...):
+		return b.r.evt.Notify(b.r.kick)
+	default:
+		return ErrInputFull
+	}
+}
+
+// Run moves output into log and input into the ring until ctx ends or
+// the front end goes (ErrPeerGone, after what it wrote last is in log).
+func (b *Back) Run(ctx context.Context, log *Log) error {
+	stop := context.AfterFunc(ctx, func() { b.r.evt.Notify(b.r.kick) })
+	defer stop()
+	var buf [chunk]byte
+	var pend []byte
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		moved := false
+		// At most one chunk of output per pass, then input: a flood
+		// of output never starves keystrokes (Ctrl-C must get through).
+		n, err := b.r.read(b.r.out, buf[:])
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			log.Append(buf[:n])
+			moved = true
+		}
+		if pend == nil {
+			select {
+			case pend = <-b.input:
+			default:
+			}
+		}
+		if len(pend) > 0 {
+			n, err := b.r.write(b.r.in, pend)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				moved = true
+				if pend = pend[n:]; len(pend) == 0 {
+					pend = nil
+				}
+			}
+		}
+		if moved {
+			if err := b.r.evt.Notify(b.r.port); err != nil && !b.r.evt.PeerGone(b.r.port) {
+				return err
+			}
+			continue
+		}
+		if b.r.evt.PeerGone(b.r.port) {
+			// What it wrote before it went is in the page already.
+			for {
+				n, err := b.r.read(b.r.out, buf[:])
+				if err != nil || n == 0 {
+					return ErrPeerGone
+				}
+				log.Append(buf[:n])
+			}
+		}
+		if err := b.r.sleep(pollEvery); err != nil {
+			return err
+		}
+	}
+}
+
+// Close unmaps the page and closes the ports.
+func (b *Back) Close() error {
+	return errors.Join(b.g.Unmap(b.m), b.r.evt.Close())
+}

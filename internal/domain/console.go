@@ -1,0 +1,73 @@
+package domain
+
+import (
+	"fmt"
+	"strconv"
+
+	"shi/internal/directory"
+	"shi/internal/xenstore"
+)
+
+// The console keys are the toolstack's part of a domain's console (the
+// front end, in the domain, adds ring-ref and port; the back end, in a
+// driver domain, serves it): see internal/devices/console.
+
+// DriverDomain finds host's driver domain in the directory.
+func DriverDomain(r *directory.Replica, host string) (directory.Domain, bool) {
+	for _, d := range r.Domains() {
+		if d.Driver && d.Host == host && d.Running() {
+			return d, true
+		}
+	}
+	return directory.Domain{}, false
+}
+
+// consoleBackend is the driver domain that serves cfg's console: the one
+// of console_backend's host, else of this host. ok is false when this
+// host has no driver domain (a manager without one, in tests): the domain
+// then has no console.
+func (m *Manager) consoleBackend(cfg *Config) (drv directory.Domain, ok bool, err error) {
+	host := cfg.ConsoleBackend
+	if host == "" {
+		d, ok := DriverDomain(m.cfg.Replica, m.cfg.Host)
+		return d, ok, nil
+	}
+	d, ok := DriverDomain(m.cfg.Replica, host)
+	if !ok {
+		return d, false, fmt.Errorf("console_backend %q: no such host, or it has no driver domain running", host)
+	}
+	return d, true, nil
+}
+
+// consoleKeys are the XenStore commands that set up id's console
+// directory (owned by the domain, readable by the back end) and its
+// back-end directory (owned by the driver, readable by the domain).
+func consoleKeys(id, drv uint32, cfg *Config) []xenstore.Command {
+	fe := "/local/domain/" + strconv.FormatUint(uint64(id), 10) + "/console"
+	be := "/local/domain/" + strconv.FormatUint(uint64(drv), 10) + "/backend/console/" + strconv.FormatUint(uint64(id), 10) + "/0"
+	feP := xenstore.Perms{{Dom: id}, {Dom: drv, Bits: xenstore.PermRead}}
+	beP := xenstore.Perms{{Dom: drv}, {Dom: id, Bits: xenstore.PermRead}}
+	var ops []xenstore.Command
+	node := func(path, value string, perms xenstore.Perms) {
+		ops = append(ops,
+			xenstore.Command{Op: xenstore.OpWrite, Path: path, Value: []byte(value)},
+			xenstore.Command{Op: xenstore.OpSetPerms, Path: path, Perms: perms})
+	}
+	d := strconv.FormatUint(uint64(drv), 10)
+	node(fe, "", feP)
+	node(fe+"/type", "xenconsoled", feP)
+	node(fe+"/limit", "1048576", feP)
+	node(fe+"/output", cfg.ConsoleMode(), feP)
+	node(fe+"/backend", be, feP)
+	node(fe+"/backend-id", d, feP)
+	node(be, "", beP)
+	node(be+"/frontend", fe, beP)
+	node(be+"/frontend-id", strconv.FormatUint(uint64(id), 10), beP)
+	node(be+"/online", "1", beP)
+	node(be+"/state", "1", beP)
+	node(be+"/protocol", "vt100", beP)
+	if cfg.ConsoleLog != "" {
+		node(be+"/log", cfg.ConsoleLog, beP)
+	}
+	return ops
+}
