@@ -348,17 +348,10 @@ func (d *benchDomain) ringProducer(p map[string]int64) error {
 		if err := d.waitGo(run); err != nil {
 			return err
 		}
-		// Stream byte o is buf[o%chunk], where buf starts with the offset
-		// of o's chunk: each write stays within one chunk.
-		for end := off + p["bytes"]; off < end; {
-			at := off % chunk
-			n := min(chunk-at, end-off)
-			binary.LittleEndian.PutUint64(buf, uint64(off-at))
-			if _, err := pw.Write(buf[at : at+n]); err != nil {
-				return err
-			}
-			off += n
+		if err := writeStream(pw, buf, off, p["bytes"], chunk); err != nil {
+			return err
 		}
+		off += p["bytes"]
 	}
 	return pw.Close()
 }
@@ -420,20 +413,10 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 			return err
 		}
 		t0 := time.Now()
-		end := off + p["bytes"]
-		for off < end {
-			n, err := pr.Read(buf[:min(int64(len(buf)), end-off)])
-			if err != nil {
-				return fmt.Errorf("benchdomain: read at %d: %w", off, err)
-			}
-			// The writer put each chunk's stream offset at its start.
-			for q := (off + chunk - 1) / chunk * chunk; q+8 <= off+int64(n); q += chunk {
-				if got := binary.LittleEndian.Uint64(buf[q-off:]); got != uint64(q) {
-					return fmt.Errorf("benchdomain: stream corrupt at %d: marker %d", q, got)
-				}
-			}
-			off += int64(n)
+		if err := readStream(pr, buf, off, p["bytes"], chunk); err != nil {
+			return err
 		}
+		off += p["bytes"]
 		if err := d.publish("result/"+strconv.FormatInt(run, 10), strconv.FormatInt(int64(time.Since(t0)), 10), 0); err != nil {
 			return err
 		}
@@ -461,4 +444,38 @@ func (d *benchDomain) ringConsumer(p map[string]int64) error {
 		return err
 	}
 	return d.publish("map", strconv.FormatInt(int64(total), 10), 0)
+}
+
+// readStream reads n bytes of a benchmark stream, from stream offset off,
+// into buf, and checks the offset the writer put at each chunk's start.
+func readStream(r io.Reader, buf []byte, off, n, chunk int64) error {
+	for end := off + n; off < end; {
+		k, err := r.Read(buf[:min(int64(len(buf)), end-off)])
+		if err != nil {
+			return fmt.Errorf("benchdomain: read at %d: %w", off, err)
+		}
+		for q := (off + chunk - 1) / chunk * chunk; q+8 <= off+int64(k); q += chunk {
+			if got := binary.LittleEndian.Uint64(buf[q-off:]); got != uint64(q) {
+				return fmt.Errorf("benchdomain: stream corrupt at %d: marker %d", q, got)
+			}
+		}
+		off += int64(k)
+	}
+	return nil
+}
+
+// writeStream writes n bytes of a benchmark stream, from stream offset
+// off, in writes of at most a chunk: stream byte o is buf[o%chunk], where
+// buf starts with the offset of o's chunk, for readStream to check.
+func writeStream(w io.Writer, buf []byte, off, n, chunk int64) error {
+	for end := off + n; off < end; {
+		at := off % chunk
+		k := min(chunk-at, end-off)
+		binary.LittleEndian.PutUint64(buf, uint64(off-at))
+		if _, err := w.Write(buf[at : at+k]); err != nil {
+			return fmt.Errorf("benchdomain: write at %d: %w", off, err)
+		}
+		off += k
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -257,20 +256,10 @@ func (d *benchDomain) vchanServer(p map[string]int64) error {
 			return err
 		}
 		t0 := time.Now()
-		end := off + p["bytes"]
-		for off < end {
-			n, err := conn.Read(buf[:min(int64(len(buf)), end-off)])
-			if err != nil {
-				return fmt.Errorf("benchdomain: read at %d: %w", off, err)
-			}
-			// The writer put each chunk's stream offset at its start.
-			for q := (off + chunk - 1) / chunk * chunk; q+8 <= off+int64(n); q += chunk {
-				if got := binary.LittleEndian.Uint64(buf[q-off:]); got != uint64(q) {
-					return fmt.Errorf("benchdomain: stream corrupt at %d: marker %d", q, got)
-				}
-			}
-			off += int64(n)
+		if err := readStream(conn, buf, off, p["bytes"], chunk); err != nil {
+			return err
 		}
+		off += p["bytes"]
 		if err := d.publish("result/"+strconv.FormatInt(run, 10), strconv.FormatInt(int64(time.Since(t0)), 10), 0); err != nil {
 			return err
 		}
@@ -315,17 +304,10 @@ func (d *benchDomain) vchanClient(p map[string]int64) error {
 		if err := d.waitGo(run); err != nil {
 			return err
 		}
-		// Stream byte o is buf[o%chunk], where buf starts with the offset
-		// of o's chunk: each write stays within one chunk.
-		for end := off + p["bytes"]; off < end; {
-			at := off % chunk
-			n := min(chunk-at, end-off)
-			binary.LittleEndian.PutUint64(buf, uint64(off-at))
-			if _, err := conn.Write(buf[at : at+n]); err != nil {
-				return fmt.Errorf("benchdomain: write at %d: %w", off, err)
-			}
-			off += n
+		if err := writeStream(conn, buf, off, p["bytes"], chunk); err != nil {
+			return err
 		}
+		off += p["bytes"]
 		msg, back := make([]byte, vchanMsg), make([]byte, vchanMsg)
 		roundTrip := func() error {
 			if _, err := conn.Write(msg); err != nil {
