@@ -165,6 +165,10 @@ func (a *agent) handleConsole(w http.ResponseWriter, r *http.Request) {
 	ref := r.PathValue("dom")
 	d, ok := a.domains.Lookup(ref)
 	if !ok {
+		if o, ok := a.domains.Output(ref); ok && !o.Running {
+			api.WriteError(w, http.StatusGone, fmt.Sprintf("domain %s (%d) has ended (%s): it has no console any more", o.Dom.Name, o.Dom.ID, o.Exit))
+			return
+		}
 		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such domain: %q", ref))
 		return
 	}

@@ -181,8 +181,11 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 // Host is the name of this manager's host.
 func (m *Manager) Host() string { return m.cfg.Host }
 
-// List returns every domain of the cluster, from the directory.
-func (m *Manager) List() []directory.Domain { return m.cfg.Replica.Domains() }
+// List returns every domain of the cluster, from the directory, but for
+// the hosts' driver domains (the agents' own).
+func (m *Manager) List() []directory.Domain {
+	return slices.DeleteFunc(m.cfg.Replica.Domains(), func(d directory.Domain) bool { return d.Driver })
+}
 
 // Lookup finds a domain by decimal id or by name.
 func (m *Manager) Lookup(ref string) (directory.Domain, bool) {
