@@ -247,7 +247,7 @@
       setStatus("connected");
       $("force").hidden = true;
     } else {
-      setStatus("read-only" + (reason ? ": " + reason : ""), "ro");
+      setStatus(reason || "read-only", "ro");
       $("force").hidden = false;
     }
   }
@@ -312,6 +312,9 @@
   $("force").addEventListener("click", () => reconnect("force"));
   $("reconnect").addEventListener("click", () => reconnect(cur ? cur.want : "rw"));
   window.addEventListener("hashchange", route);
+  // Leaving (or reloading) the page gives up the writer's place at once,
+  // so the next page does not find it still taken.
+  window.addEventListener("pagehide", closeConsole);
 
   // For tests and the curious: the terminal, and what it shows.
   window.shi = {
