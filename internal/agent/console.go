@@ -140,19 +140,6 @@ func (a *agent) consoleEndReason(dom uint32) string {
 	return fmt.Sprintf("domain %d has gone (exited or destroyed)", dom)
 }
 
-// consoleHost is the host whose driver domain serves d's console.
-func consoleHost(d directory.Domain) string {
-	var c struct {
-		Config struct {
-			ConsoleBackend string `json:"console_backend"`
-		} `json:"config"`
-	}
-	if json.Unmarshal(d.Config, &c) == nil && c.Config.ConsoleBackend != "" {
-		return c.Config.ConsoleBackend
-	}
-	return d.Host
-}
-
 // handleConsole serves GET /v1/domains/{dom}/console (api/console.go):
 // here if this host's driver domain serves the console, else through the
 // agent of the host that does.
@@ -176,15 +163,22 @@ func (a *agent) handleConsole(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, fmt.Sprintf("domain %s is a driver domain: it has no console", d.Name))
 		return
 	}
-	host := consoleHost(d)
+	host := domain.ConsoleHost(d)
 	if host != a.cfg.Name {
 		a.proxyConsole(w, r, d, host, q)
 		return
 	}
-	svc := a.consoles.Load()
+	// A domain created a moment ago: its back end starts on the
+	// XenStore watch that its keys fire.
 	var l *console.Log
-	if svc != nil {
-		l, ok = svc.Log(d.ID)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if svc := a.consoles.Load(); svc != nil {
+			l, _ = svc.Log(d.ID)
+		}
+		if l != nil || !d.Running() || time.Now().After(deadline) || r.Context().Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if l == nil {
 		if !d.Running() {

@@ -71,3 +71,11 @@ func consoleKeys(id, drv uint32, cfg *Config) []xenstore.Command {
 	}
 	return ops
 }
+
+// ConsoleHost is the host whose driver domain serves d's console.
+func ConsoleHost(d directory.Domain) string {
+	if cfg, _, err := configOf(d); err == nil && cfg.ConsoleBackend != "" {
+		return cfg.ConsoleBackend
+	}
+	return d.Host
+}

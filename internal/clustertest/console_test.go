@@ -1,0 +1,192 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"shi/api"
+)
+
+// tmux drives shi console in real terminals: one tmux server per test,
+// one session per viewer, each running the CLI inside a test host.
+type tmux struct {
+	t    *testing.T
+	sock string
+}
+
+func newTmux(t *testing.T) *tmux {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is missing (scripts/deps.sh installs it)")
+	}
+	dir, err := os.MkdirTemp("", "shitmux-") // socket paths are short
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &tmux{t: t, sock: filepath.Join(dir, "s")}
+	t.Cleanup(func() {
+		exec.Command("tmux", "-S", x.sock, "kill-server").Run()
+		os.RemoveAll(dir)
+	})
+	return x
+}
+
+func (x *tmux) run(args ...string) string {
+	x.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", x.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		x.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// viewer starts `shi console ARGS` from host h in a new session named
+// name; once the CLI exits the pane says how and stays.
+func (x *tmux) viewer(c *Cluster, h *Host, name string, args ...string) {
+	x.t.Helper()
+	cmd := fmt.Sprintf("ip netns exec %s env %s=%s %s console %s; echo \"\n%s-rc=$?\"; sleep 600",
+		c.NS.Host(h.Index).NS, api.EnvAgent, h.URL, c.Bin, strings.Join(args, " "), name)
+	x.run("new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd)
+}
+
+func (x *tmux) keys(name string, keys ...string) {
+	x.t.Helper()
+	x.run(append([]string{"send-keys", "-t", name}, keys...)...)
+}
+
+func (x *tmux) screen(name string) string {
+	x.t.Helper()
+	return x.run("capture-pane", "-p", "-J", "-S", "-200", "-t", name)
+}
+
+// wait waits until session name's screen contains want (with -count
+// occurrences at least).
+func (x *tmux) wait(name, want string, count int) string {
+	x.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var s string
+	if Poll(ctx, 50*time.Millisecond, func() bool {
+		s = x.screen(name)
+		return strings.Count(s, want) >= count
+	}) != nil {
+		x.t.Fatalf("%s: %q (x%d) never showed; screen:\n%s", name, want, count, s)
+	}
+	return s
+}
+
+// TestConsole: shi console into a shell domain on another host, as a
+// person would use it in tmux: type, read, resize, detach and attach
+// again, two viewers, a forced take-over, a console whose back end is
+// on a third host (with its transcript), that host killed, and the
+// domain's exit.
+func TestConsole(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("test hosts need root")
+	}
+	c := Start(t, Options{Hosts: 3})
+	h0, h1, h2 := c.Host(0), c.Host(1), c.Host(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	x := newTmux(t)
+	// The driver domains come up after the cluster; a domain created
+	// before its host's has no console.
+	if err := Poll(ctx, 100*time.Millisecond, func() bool {
+		ok := 0
+		for _, h := range c.Hosts() {
+			if ks, err := h.XS().Directory("/local/domain"); err == nil {
+				for _, k := range ks {
+					if v, err := h.XS().Read("/local/domain/" + k + "/name"); err == nil && strings.HasPrefix(string(v), "driver-") {
+						ok++
+					}
+				}
+			}
+			break
+		}
+		return ok == 3
+	}); err != nil {
+		t.Fatal("driver domains never appeared")
+	}
+
+	sh := createOn(t, ctx, h1, "name = \"sh\"\ncmd = \"/bin/sh\"\nargs = [\"-i\"]\n")
+	x.viewer(c, h0, "a", "sh")
+	x.wait("a", "$ ", 1)
+	x.keys("a", "echo con$((6*7))sole", "Enter")
+	x.wait("a", "con42sole", 1)
+
+	// The window size follows tmux's.
+	x.run("resize-window", "-t", "a", "-x", "120", "-y", "40")
+	time.Sleep(200 * time.Millisecond)
+	x.keys("a", "stty size", "Enter")
+	x.wait("a", "40 120", 1)
+
+	// A second viewer is read-only, is told so, sees the scrollback
+	// and then the same bytes.
+	x.viewer(c, h2, "b", "sh")
+	x.wait("b", "read-only", 1)
+	x.wait("b", "con42sole", 1)
+	x.keys("b", "echo ignored", "Enter")
+	x.keys("a", "echo two-viewers", "Enter")
+	x.wait("b", "two-viewers", 2)
+	if s := x.screen("a"); strings.Contains(s, "ignored") {
+		t.Fatalf("a read-only viewer's keys reached the domain:\n%s", s)
+	}
+
+	// Ctrl-] detaches; attaching again shows the scrollback.
+	x.keys("a", "C-]")
+	x.wait("a", "a-rc=0", 1)
+	x.viewer(c, h0, "c", "sh")
+	x.wait("c", "two-viewers", 2)
+
+	// -force takes the writer's place.
+	x.viewer(c, h2, "d", "-force", "sh")
+	x.wait("c", "another viewer took the console", 1)
+	x.keys("d", "echo forced", "Enter")
+	x.wait("c", "forced", 2)
+
+	// A console served by a third host's driver domain, with a
+	// transcript there.
+	logPath := filepath.Join(t.TempDir(), "sh3.log")
+	sh3 := createOn(t, ctx, h1, fmt.Sprintf("name = \"sh3\"\ncmd = \"/bin/sh\"\nargs = [\"-i\"]\nconsole_backend = %q\nconsole_log = %q\n", h2.Name, logPath))
+	if v, err := h0.XS().Read(fmt.Sprintf("/local/domain/%d/console/backend", sh3.ID)); err != nil || !strings.Contains(string(v), "/backend/console/") {
+		t.Fatalf("sh3's console/backend: %q %v", v, err)
+	}
+	x.viewer(c, h0, "e", "sh3")
+	x.wait("e", "$ ", 1)
+	x.keys("e", "echo remote$((40+2))back", "Enter")
+	x.wait("e", "remote42back", 1)
+	if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), "remote42back") {
+		t.Fatalf("transcript on h2: %q %v", b, err)
+	}
+
+	// The domain exits: its viewers are told how.
+	x.keys("d", "exit 3", "Enter")
+	x.wait("d", "exit code 3", 1)
+	x.wait("d", "d-rc=0", 1)
+	x.wait("c", "exit code 3", 1)
+	out, err := exec.Command("ip", "netns", "exec", c.NS.Host(0).NS, "env", api.EnvAgent+"="+h0.URL, c.Bin, "console", "sh").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "sh") {
+		t.Fatalf("console of an ended domain: %v\n%s", err, out)
+	}
+	t.Logf("console of an ended domain: %s", strings.TrimSpace(string(out)))
+	_ = sh
+
+	// The back end's host dies: the viewer is told.
+	h2.Kill()
+	s := x.wait("e", "e-rc=", 1)
+	if !strings.Contains(s, "h2") {
+		t.Fatalf("viewer of a console whose back end host died:\n%s", s)
+	}
+	t.Logf("viewer after the back end's host died:\n%s", lastLines(s, 4))
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
