@@ -28,15 +28,20 @@
   }
 
   // api fetches path from this agent with the token, if any. A 401 asks
-  // for a token (once per request, so a stale cookie is replaced) and
-  // tries again with it.
+  // for a token and tries again with it, unless another request's prompt
+  // has set a new token meanwhile (the page starts with two requests,
+  // and must ask once, not twice). At most one prompt per request, so a
+  // stale cookie is replaced but a wrong answer is not asked forever.
   async function api(path, opts = {}) {
-    for (let asked = false; ; asked = true) {
+    for (let asked = false; ; ) {
       const headers = new Headers(opts.headers || {});
       const tok = getToken();
       if (tok) headers.set("Authorization", "Bearer " + tok);
       const r = await fetch(path, { ...opts, headers, credentials: "same-origin" });
-      if (r.status !== 401 || asked) return r;
+      if (r.status !== 401) return r;
+      if (getToken() !== tok) continue;
+      if (asked) return r;
+      asked = true;
       const t = window.prompt(`The shi API at ${location.host} asks for a token (SHI_TOKEN):`, "");
       if (!t) return r;
       setToken(t.trim());
