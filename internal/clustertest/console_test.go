@@ -11,7 +11,48 @@ import (
 	"time"
 
 	"shi/api"
+	"shi/guest/hv"
+	"shi/guest/xs"
+	"shi/internal/devices/console"
+	"shi/internal/domain/domaintest"
 )
+
+func init() { domaintest.Register("console-direct", consoleDirect) }
+
+// consoleDirect is a guest-library program with console = "direct": it
+// writes its console ring itself, and answers a line typed into it in
+// capitals.
+func consoleDirect() error {
+	hvc, err := hv.Self()
+	if err != nil {
+		return err
+	}
+	xsc, err := xs.OpenEnv()
+	if err != nil {
+		return err
+	}
+	f, err := console.OpenFront(hvc, xsc)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write([]byte("direct console ready\r\n")); err != nil {
+		return err
+	}
+	var line []byte
+	buf := make([]byte, 64)
+	for !strings.ContainsAny(string(line), "\r\n") {
+		n, err := f.Read(buf)
+		if err != nil {
+			return err
+		}
+		line = append(line, buf[:n]...)
+	}
+	f.Write([]byte(strings.ToUpper(strings.TrimSpace(string(line))) + "\r\n"))
+	for !f.Flushed() {
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
 
 // tmux drives shi console in real terminals: one tmux server per test,
 // one session per viewer, each running the CLI inside a test host.
@@ -154,8 +195,12 @@ func TestConsole(t *testing.T) {
 	// transcript there.
 	logPath := filepath.Join(t.TempDir(), "sh3.log")
 	sh3 := createOn(t, ctx, h1, fmt.Sprintf("name = \"sh3\"\ncmd = \"/bin/sh\"\nargs = [\"-i\"]\nconsole_backend = %q\nconsole_log = %q\n", h2.Name, logPath))
-	if v, err := h0.XS().Read(fmt.Sprintf("/local/domain/%d/console/backend", sh3.ID)); err != nil || !strings.Contains(string(v), "/backend/console/") {
-		t.Fatalf("sh3's console/backend: %q %v", v, err)
+	var be []byte // h0's replica may not have applied the creation yet
+	if err := Poll(ctx, 20*time.Millisecond, func() bool {
+		be, _ = h0.XS().Read(fmt.Sprintf("/local/domain/%d/console/backend", sh3.ID))
+		return len(be) > 0
+	}); err != nil || !strings.Contains(string(be), "/backend/console/") {
+		t.Fatalf("sh3's console/backend: %q %v", be, err)
 	}
 	x.viewer(c, h0, "e", "sh3")
 	x.wait("e", "$ ", 1)
@@ -164,6 +209,14 @@ func TestConsole(t *testing.T) {
 	if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), "remote42back") {
 		t.Fatalf("transcript on h2: %q %v", b, err)
 	}
+
+	// console = "direct": a guest-library program drives its ring.
+	dd := createOn(t, ctx, h2, domaintest.Config("direct", "console-direct", nil))
+	x.viewer(c, h0, "f", dd.Name)
+	x.wait("f", "direct console ready", 1)
+	x.keys("f", "shout", "Enter")
+	x.wait("f", "SHOUT", 1)
+	x.wait("f", "exit code 0", 1)
 
 	// The domain exits: its viewers are told how.
 	x.keys("d", "exit 3", "Enter")
