@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,20 @@ func TestWebConsole(t *testing.T) {
 	b.Wait(`shi.console && shi.console.open && shi.text().includes("web42console") && shi.text().includes("size=")`, 20*time.Second, state)
 	t.Logf("after the reload: %s", browsertest.Eval[string](b, state))
 	b.Screenshot("scrollback.png")
+
+	// A dropped connection is taken up again where it stopped: nothing
+	// printed twice, nothing lost.
+	off := browsertest.Eval[int](b, `shi.console.offset`)
+	browsertest.Eval[bool](b, `shi.drop(), true`)
+	b.Wait(`shi.console.open && shi.console.mode === "rw" && shi.console.connections === 2`, 20*time.Second, state)
+	b.Type("echo after$((2*3))drop\n")
+	b.Wait(`shi.text().includes("after6drop")`, 20*time.Second, state)
+	if n := browsertest.Eval[int](b, `shi.text().split("web42console").length - 1`); n != 1 {
+		t.Errorf("after a reconnect the terminal shows the output %d times:\n%s", n, browsertest.Eval[string](b, `shi.text()`))
+	}
+	if text := browsertest.Eval[string](b, `shi.text()`); strings.Contains(text, "lost while disconnected") {
+		t.Errorf("output lost on a reconnect at offset %d:\n%s", off, text)
+	}
 
 	// A second viewer is read-only and says why; taking over makes it
 	// the writer and the first one read-only, and both see the output.

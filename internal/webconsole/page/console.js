@@ -234,6 +234,7 @@
         }
         c.offset = e.offset;
         c.retries = 0;
+        c.hellos = (c.hellos || 0) + 1;
         setMode(c, e.mode, e.reason);
         sendResize(term.cols, term.rows);
         break;
@@ -325,8 +326,13 @@
   window.shi = {
     get term() { return term; },
     get console() {
-      return cur && { dom: cur.dom, mode: cur.mode, offset: cur.offset, ended: cur.ended,
+      return cur && { dom: cur.dom, mode: cur.mode, offset: cur.offset, ended: cur.ended, connections: cur.hellos || 0,
         open: !!(cur.ws && cur.ws.readyState === WebSocket.OPEN), status: $("status").textContent };
+    },
+    // drop closes the console's connection as a network failure would
+    // (the page reconnects and resumes at its offset).
+    drop() {
+      if (cur && cur.ws) cur.ws.close(4000, "dropped by shi.drop()");
     },
     text() {
       if (!term) return "";
