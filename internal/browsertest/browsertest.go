@@ -44,9 +44,12 @@ func Path() string {
 }
 
 // New starts a headless Chromium for the test and opens a tab; both end
-// with the test. Without Chromium the test is skipped.
+// with the test. Without Chromium, or with -short, the test is skipped.
 func New(t testing.TB) *Browser {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("a browser test: skipped with -short")
+	}
 	path := Path()
 	if path == "" {
 		t.Skip("no Chromium: scripts/deps.sh installs Debian's chromium (or set SHI_CHROMIUM to a Chrome binary)")
