@@ -213,11 +213,33 @@
       if (c.offset >= 0) c.offset += b.length;
       term.write(b);
     };
+    let opened = false;
+    ws.onopen = () => { opened = true; };
     ws.onclose = (ev) => {
       if (c !== cur || c.ws !== ws) return;
       c.ws = null;
-      if (!c.ended) retryLater(c, ev.reason || `connection closed (${ev.code})`);
+      if (c.ended) return;
+      const why = ev.reason || `connection closed (${ev.code})`;
+      // A refused handshake hides its HTTP answer from the page: ask
+      // the API whether the domain can still have a console.
+      if (!opened) return checkDomain(c, why);
+      retryLater(c, why);
     };
+  }
+
+  // checkDomain ends the console of a domain that is gone or not running,
+  // else retries.
+  async function checkDomain(c, why) {
+    try {
+      const r = await api("/v1/domains/" + encodeURIComponent(c.dom));
+      if (c !== cur) return;
+      if (r.status === 404) return ended(c, await errorText(r));
+      if (r.ok) {
+        const d = await r.json();
+        if (d.state !== "running") return ended(c, `domain ${d.name} (${d.id}) is ${d.state}: its console has gone`);
+      }
+    } catch (_) { /* the retry says what is wrong */ }
+    retryLater(c, why);
   }
 
   function onEvent(c, text) {
