@@ -20,6 +20,7 @@ const benchTCPUsage = `usage: shi benchtcp serve -listen IP:PORT
        shi benchtcp ping -addr IP:PORT [-rounds N] [-runs N] [-size BYTES] [-delay-ms MS]
        shi benchtcp stream -addr IP:PORT [-mib N] [-chunk KIB] [-runs N] [-delay-ms MS]
        shi benchtcp summary [-headline PHASE] [LOG...]
+       shi benchtcp pty -listen IP:PORT     (shi bench console's baseline)
 
 The TCP baselines that scripts/bench-remote.sh sets shi's cross-host
 benchmarks against, between two test hosts: serve on one, ping or stream
@@ -43,6 +44,8 @@ func runBenchTCP(ctx context.Context, env *Env, args []string) int {
 		err = benchTCPStream(env, args[1:])
 	case "summary":
 		err = benchTCPSummary(env, args[1:])
+	case "pty":
+		err = benchTCPPTY(ctx, env, args[1:])
 	case "-h", "-help", "--help":
 		fmt.Fprintln(env.Stderr, benchTCPUsage)
 		return 0

@@ -114,7 +114,9 @@ func OpenFront(hvc *hv.Conn, xsc *xs.Client) (f *Front, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("console: publish ring-ref and port: %w", err)
 	}
-	f = &Front{r: r, g: g, share: share, writes: make(chan []byte), wrote: make(chan error),
+	// writes has room for the one write in flight, so that Write hands
+	// it over and then kicks the loop, which may be asleep.
+	f = &Front{r: r, g: g, share: share, writes: make(chan []byte, 1), wrote: make(chan error),
 		input: make(chan []byte, 16), done: make(chan struct{}), closing: make(chan struct{})}
 	go f.loop()
 	return f, nil
