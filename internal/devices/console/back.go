@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"shi/guest/evtchn"
 	"shi/guest/gnttab"
@@ -17,11 +18,20 @@ var ErrInputFull = errors.New("console: the domain is not reading its input")
 // Back is the back end's end of one console: it moves out[] into a Log
 // and queued keystrokes into in[].
 type Back struct {
-	r     *rings
-	g     *gnttab.Handle
-	m     *gnttab.Mapping
-	input chan []byte
+	r *rings
+	g *gnttab.Handle
+	m *gnttab.Mapping
+
+	// inMu serialises writes to in[]: Input writes what fits at once
+	// (a keystroke reaches the domain without waking the loop), the
+	// loop writes what waited for room.
+	inMu   sync.Mutex
+	queued []byte // keystrokes waiting for room in in[]
 }
+
+// maxQueued bounds the keystrokes a back end holds for a domain that
+// does not read them.
+const maxQueued = 64 << 10
 
 // ConnectBack maps dom's console page (grant ref) and binds its port, as
 // xenconsoled does for a domain it finds in XenStore.
@@ -53,18 +63,53 @@ func ConnectBack(hvc *hv.Conn, dom uint32, ref uint32, port uint32) (b *Back, er
 		g.Unmap(m)
 		return nil, err
 	}
-	return &Back{r: r, g: g, m: m, input: make(chan []byte, 64)}, nil
+	return &Back{r: r, g: g, m: m}, nil
 }
 
-// Input implements Sink.Input: the keystrokes are queued for the loop,
-// or dropped (ErrInputFull) when the queue is full.
+// Input implements Sink.Input: the keystrokes go into in[] at once, or
+// wait for room there (up to maxQueued; past it they are dropped with
+// ErrInputFull).
 func (b *Back) Input(p []byte) error {
-	select {
-	case b.input <- append([]byte(nil), p...):
-		return b.r.evt.Notify(b.r.kick)
-	default:
+	b.inMu.Lock()
+	moved, err := b.flushInputLocked()
+	if err == nil && len(b.queued) == 0 {
+		var n int
+		n, err = b.r.write(b.r.in, p)
+		p, moved = p[n:], moved || n > 0
+	}
+	full := false
+	if err == nil && len(p) > 0 {
+		room := maxQueued - len(b.queued)
+		full = len(p) > room
+		b.queued = append(b.queued, p[:min(len(p), room)]...)
+	}
+	b.inMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if moved {
+		if err := b.r.evt.Notify(b.r.port); err != nil {
+			return err
+		}
+	}
+	if full {
 		return ErrInputFull
 	}
+	return nil
+}
+
+// flushInputLocked writes queued keystrokes that now fit.
+// Preconditions: b.inMu held.
+func (b *Back) flushInputLocked() (bool, error) {
+	if len(b.queued) == 0 {
+		return false, nil
+	}
+	n, err := b.r.write(b.r.in, b.queued)
+	b.queued = b.queued[n:]
+	if len(b.queued) == 0 {
+		b.queued = nil
+	}
+	return n > 0, err
 }
 
 // Run moves output into log and input into the ring until ctx ends or
@@ -73,7 +118,6 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 	stop := context.AfterFunc(ctx, func() { b.r.evt.Notify(b.r.kick) })
 	defer stop()
 	var buf [chunk]byte
-	var pend []byte
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -89,24 +133,13 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 			log.Append(buf[:n])
 			moved = true
 		}
-		if pend == nil {
-			select {
-			case pend = <-b.input:
-			default:
-			}
+		b.inMu.Lock()
+		in, err := b.flushInputLocked()
+		b.inMu.Unlock()
+		if err != nil {
+			return err
 		}
-		if len(pend) > 0 {
-			n, err := b.r.write(b.r.in, pend)
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				moved = true
-				if pend = pend[n:]; len(pend) == 0 {
-					pend = nil
-				}
-			}
-		}
+		moved = moved || in
 		if moved {
 			if err := b.r.evt.Notify(b.r.port); err != nil && !b.r.evt.PeerGone(b.r.port) {
 				return err

@@ -44,12 +44,13 @@ type Front struct {
 	g     *gnttab.Handle
 	share *gnttab.Share
 
-	writes  chan []byte   // handed to the loop
-	wrote   chan error    // the loop's answer to each write
-	input   chan []byte   // keystrokes for Read
-	done    chan struct{} // closed when the loop ends
-	closing chan struct{}
-	once    sync.Once
+	writes   chan []byte   // handed to the loop
+	wrote    chan error    // the loop's answer to each write
+	input    chan []byte   // keystrokes for Read
+	done     chan struct{} // closed when the loop ends
+	closing  chan struct{}
+	once     sync.Once
+	loopOnce sync.Once // the loop starts with the first Write or Read
 
 	mu      sync.Mutex
 	err     error  // why the loop ended
@@ -118,9 +119,11 @@ func OpenFront(hvc *hv.Conn, xsc *xs.Client) (f *Front, err error) {
 	// it over and then kicks the loop, which may be asleep.
 	f = &Front{r: r, g: g, share: share, writes: make(chan []byte, 1), wrote: make(chan error),
 		input: make(chan []byte, 16), done: make(chan struct{}), closing: make(chan struct{})}
-	go f.loop()
 	return f, nil
 }
+
+// start runs the loop that Write and Read hand their work to, once.
+func (f *Front) start() { f.loopOnce.Do(func() { go f.loop() }) }
 
 // Write writes all of p to the console, waiting while the ring is full
 // (a back end that does not keep up throttles the domain).
@@ -128,6 +131,7 @@ func (f *Front) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	f.start()
 	select {
 	case f.writes <- p:
 	case <-f.done:
@@ -147,6 +151,7 @@ func (f *Front) Write(p []byte) (int, error) {
 
 // Read returns keystrokes, waiting for some.
 func (f *Front) Read(p []byte) (int, error) {
+	f.start()
 	f.mu.Lock()
 	if len(f.partial) == 0 {
 		f.mu.Unlock()
@@ -250,6 +255,7 @@ func (f *Front) run() error {
 func (f *Front) Close() error {
 	f.once.Do(func() {
 		close(f.closing)
+		f.start() // a loop that never ran ends at once
 		f.r.evt.Notify(f.r.kick)
 		<-f.done
 		f.r.evt.Close()

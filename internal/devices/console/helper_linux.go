@@ -77,38 +77,6 @@ func RunHelper(argv []string, out io.Writer) (int, error) {
 	}
 	slave.Close()
 
-	// Output: the terminal to the ring and to out. Ends with EIO once
-	// every holder of the slave side has gone.
-	outDone := make(chan struct{})
-	go func() {
-		defer close(outDone)
-		buf := make([]byte, chunk)
-		for {
-			n, err := master.Read(buf)
-			if n > 0 {
-				if _, err := f.Write(buf[:n]); err != nil {
-					return
-				}
-				out.Write(bytes.ReplaceAll(buf[:n], []byte("\r"), nil))
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	// Input: the ring to the terminal.
-	go func() {
-		buf := make([]byte, 1024)
-		for {
-			n, err := f.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := master.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-	}()
 	// Window size: the back end writes the writer's.
 	if sizeKey != "" {
 		if w, err := xsc.Watch(sizeKey, "console-size"); err == nil {
@@ -124,16 +92,118 @@ func RunHelper(argv []string, out io.Writer) (int, error) {
 		}
 	}
 
-	err = cmd.Wait()
-	code := exitCode(cmd.ProcessState)
-	select { // the last output; a background job may hold the terminal
-	case <-outDone:
-	case <-time.After(2 * time.Second):
-	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	err = bridge(f.r, master, out, exited)
+	<-exited
 	for deadline := time.Now().Add(3 * time.Second); !f.Flushed() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	return code, nil
+	return exitCode(cmd.ProcessState), err
+}
+
+// bridge joins the terminal's master side to the rings on one thread,
+// polling the master and the event channel together: a keystroke's echo
+// costs one wake-up on each side, with no hand-off between goroutines.
+// Output also goes to out. It returns once the master side has ended
+// (every holder of the slave side has gone) and its output is in the
+// ring, or 2 s after the program exited (a background job may hold the
+// terminal).
+func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) error {
+	mfd := int(master.Fd())
+	if err := unix.SetNonblock(mfd, true); err != nil {
+		return err
+	}
+	var obuf [chunk]byte
+	var ibuf [1024]byte
+	var opend, ipend []byte // read, not yet written on
+	eof := false
+	var giveUp time.Time
+	for {
+		moved := false
+		if len(opend) == 0 && !eof {
+			n, err := unix.Read(mfd, obuf[:])
+			switch {
+			case n > 0:
+				opend = obuf[:n]
+				out.Write(bytes.ReplaceAll(opend, []byte("\r"), nil))
+			case err == unix.EAGAIN || err == unix.EINTR:
+			default: // EIO: no slave side left
+				eof = true
+			}
+		}
+		if len(opend) > 0 {
+			n, err := r.write(r.out, opend)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				opend, moved = opend[n:], true
+			}
+		}
+		if len(ipend) == 0 {
+			n, err := r.read(r.in, ibuf[:])
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				ipend, moved = ibuf[:n], true
+			}
+		}
+		if len(ipend) > 0 {
+			if n, err := unix.Write(mfd, ipend); n > 0 {
+				ipend = ipend[n:]
+			} else if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+				ipend = nil // the terminal is gone: keystrokes go nowhere
+			}
+		}
+		if moved {
+			if err := r.evt.Notify(r.port); err != nil && !r.evt.PeerGone(r.port) {
+				return err
+			}
+			continue
+		}
+		if eof && len(opend) == 0 {
+			return nil
+		}
+		wait := 1000
+		select {
+		case <-exited:
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(2 * time.Second)
+			}
+			if time.Now().After(giveUp) {
+				return nil
+			}
+			wait = 50
+		default:
+		}
+		fds := []unix.PollFd{{Fd: int32(r.evt.Fd()), Events: unix.POLLIN}}
+		var ev int16
+		if len(opend) == 0 && !eof {
+			ev |= unix.POLLIN
+		}
+		if len(ipend) > 0 {
+			ev |= unix.POLLOUT
+		}
+		if ev != 0 {
+			fds = append(fds, unix.PollFd{Fd: int32(mfd), Events: ev})
+		}
+		if _, err := unix.Poll(fds, wait); err != nil && err != unix.EINTR {
+			return err
+		}
+		// Re-arm whatever fired; the rings are checked again anyway.
+		for {
+			p, err := r.evt.Pending()
+			if err != nil {
+				break
+			}
+			r.evt.Unmask(p)
+		}
+	}
 }
 
 // childEnv is the helper's environment without the agent connection
