@@ -136,24 +136,7 @@ func TestConsole(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	x := newTmux(t)
-	// The driver domains come up after the cluster; a domain created
-	// before its host's has no console.
-	if err := Poll(ctx, 100*time.Millisecond, func() bool {
-		ok := 0
-		for _, h := range c.Hosts() {
-			if ks, err := h.XS().Directory("/local/domain"); err == nil {
-				for _, k := range ks {
-					if v, err := h.XS().Read("/local/domain/" + k + "/name"); err == nil && strings.HasPrefix(string(v), "driver-") {
-						ok++
-					}
-				}
-			}
-			break
-		}
-		return ok == 3
-	}); err != nil {
-		t.Fatal("driver domains never appeared")
-	}
+	waitDrivers(t, ctx, c)
 
 	sh := createOn(t, ctx, h1, "name = \"sh\"\ncmd = \"/bin/sh\"\nargs = [\"-i\"]\n")
 	x.viewer(c, h0, "a", "sh")
@@ -242,4 +225,67 @@ func TestConsole(t *testing.T) {
 func lastLines(s string, n int) string {
 	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
+
+// waitDrivers waits until every host's driver domain is in XenStore: they
+// come up after the cluster, and a domain created before its console's
+// driver has no console.
+func waitDrivers(t *testing.T, ctx context.Context, c *Cluster) {
+	t.Helper()
+	x := c.Host(0).XS()
+	if err := Poll(ctx, 100*time.Millisecond, func() bool {
+		n := 0
+		ks, _ := x.Directory("/local/domain")
+		for _, k := range ks {
+			if v, err := x.Read("/local/domain/" + k + "/name"); err == nil && strings.HasPrefix(string(v), "driver-") {
+				n++
+			}
+		}
+		return n == len(c.Hosts())
+	}); err != nil {
+		t.Fatal("driver domains never appeared")
+	}
+}
+
+// TestBenchConsole runs shi bench console between two test hosts: a
+// domain on h0, the viewer on h1 (through h1's agent), against a pty on
+// h0 bridged over TCP to h1; then with the console's back end on h1, so
+// that the ring crosses hosts. It prints figures (the last line of each
+// run is the headline); scripts/bench-console.sh runs it.
+func TestBenchConsole(t *testing.T) {
+	if os.Getenv("SHI_BENCH_CONSOLE") == "" {
+		t.Skip("console benchmark: SHI_BENCH_CONSOLE=1 (scripts/bench-console.sh)")
+	}
+	c := Start(t, Options{Hosts: 3}) // two would not elect a leader; h2 only votes
+	h0, h1 := c.Host(0), c.Host(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	waitDrivers(t, ctx, c)
+	addr := h0.IP + ":7171"
+	srv := c.NS.Host(0).Command(ctx, c.Bin, "benchtcp", "pty", "-listen", addr)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Kill()
+		srv.Wait()
+	}()
+	if err := Poll(ctx, 50*time.Millisecond, func() bool {
+		conn, err := h1.dial(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	}); err != nil {
+		t.Fatal("the pty server never listened")
+	}
+	args := strings.Fields(os.Getenv("SHI_BENCH_ARGS"))
+	for _, extra := range [][]string{nil, {"-backend", h1.Name}} {
+		argv := append([]string{"env", api.EnvAgent + "=" + h1.URL, c.Bin, "bench", "console", "-node", h0.Name, "-pty-server", addr}, extra...)
+		out, err := c.NS.Host(1).Command(ctx, append(argv, args...)...).CombinedOutput()
+		fmt.Printf("\n$ shi bench console -node %s %s (viewer on %s)\n%s", h0.Name, strings.Join(append(extra, args...), " "), h1.Name, out)
+		if err != nil {
+			t.Fatalf("shi bench console: %v", err)
+		}
+	}
 }
