@@ -91,8 +91,9 @@ func (b bridge) argv(mode string, rest ...string) []string {
 func (b bridge) config(name, cmd string, args ...string) string {
 	cfg := proxyConfig(name, cmd, args...)
 	if b.shi {
-		// shi vchan is Go; it needs no C libraries.
-		cfg = strings.Replace(cfg, "xen_libs = 1\n", "", 1)
+		// shi vchan is Go; it needs no C libraries, and uses its agent
+		// connection itself (no console helper).
+		cfg = strings.Replace(cfg, "xen_libs = 1\n", "console = \"direct\"\n", 1)
 	}
 	return cfg
 }
