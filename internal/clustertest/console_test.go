@@ -91,6 +91,22 @@ func (x *tmux) run(args ...string) string {
 // name; once the CLI exits the pane says how and stays.
 func (x *tmux) viewer(c *Cluster, h *Host, name string, args ...string) {
 	x.t.Helper()
+	// A domain created through another host reaches this one's replica
+	// a moment later.
+	dom := args[len(args)-1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Poll(ctx, 20*time.Millisecond, func() bool {
+		ds, _ := h.API.ListDomains(ctx)
+		for _, d := range ds {
+			if d.Name == dom {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		x.t.Fatalf("%s never knew domain %s", h.Name, dom)
+	}
 	cmd := fmt.Sprintf("ip netns exec %s env %s=%s %s console %s; echo \"\n%s-rc=$?\"; sleep 600",
 		c.NS.Host(h.Index).NS, api.EnvAgent, h.URL, c.Bin, strings.Join(args, " "), name)
 	x.run("new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd)
@@ -200,6 +216,36 @@ func TestConsole(t *testing.T) {
 	x.keys("f", "shout", "Enter")
 	x.wait("f", "SHOUT", 1)
 	x.wait("f", "exit code 0", 1)
+
+	// A domain that floods its console is throttled by its ring: the
+	// back end (on the same host as sh's) keeps no more than its
+	// scrollback, the agent's log gets a bounded share, and sh answers
+	// meanwhile.
+	rss := func() int {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", h1.Proc().Pid()))
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				var kb int
+				fmt.Sscan(v, &kb)
+				return kb
+			}
+		}
+		return 0
+	}
+	before := rss()
+	flood := createOn(t, ctx, h1, "name = \"flood\"\ncmd = \"/bin/sh\"\nargs = [\"-c\", \"head -c 40000000 /dev/zero; echo; echo flood-done\"]\n")
+	x.keys("d", "echo still$((1+1))alive", "Enter")
+	x.wait("d", "still2alive", 1)
+	fo := waitEnd(t, h1, flood, 60*time.Second)
+	after := rss()
+	t.Logf("flood: h1's agent RSS %d KiB before, %d KiB after; its last lines: %q", before, after, fo.Lines[max(0, len(fo.Lines)-3):])
+	if after-before > 100<<10 {
+		t.Errorf("h1's agent grew from %d to %d KiB during a 40 MB flood", before, after)
+	}
+	if fo.Exit != "exit code 0" || !strings.Contains(strings.Join(fo.Lines, "\n"), "flood-done") ||
+		!strings.Contains(strings.Join(fo.Lines, "\n"), "bytes not logged") {
+		t.Errorf("flood's end and last lines: %s %q", fo.Exit, fo.Lines)
+	}
 
 	// The domain exits: its viewers are told how.
 	x.keys("d", "exit 3", "Enter")

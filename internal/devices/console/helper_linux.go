@@ -97,7 +97,9 @@ func RunHelper(argv []string, out io.Writer) (int, error) {
 		cmd.Wait()
 		close(exited)
 	}()
-	err = bridge(f.r, master, out, exited)
+	lc := newLogCopy(out, LogRate, time.Now)
+	err = bridge(f.r, master, lc, exited)
+	lc.Close()
 	<-exited
 	for deadline := time.Now().Add(3 * time.Second); !f.Flushed() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
