@@ -171,6 +171,13 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 		if eof && len(opend) == 0 {
 			return nil
 		}
+		if len(opend) > 0 && r.evt.PeerGone(r.port) {
+			// The back end (or its host) is gone: the program goes
+			// on, its output only to the log, rather than blocking on
+			// a ring nobody reads.
+			opend = nil
+			continue
+		}
 		wait := 1000
 		select {
 		case <-exited:
