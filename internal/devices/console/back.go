@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"shi/guest/evtchn"
@@ -118,11 +119,12 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 	stop := context.AfterFunc(ctx, func() { b.r.evt.Notify(b.r.kick) })
 	defer stop()
 	var buf [chunk]byte
+	freed := 0 // out[] read since the front end was last notified
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		moved := false
+		moved, notify := false, false
 		// At most one chunk of output per pass, then input: a flood
 		// of output never starves keystrokes (Ctrl-C must get through).
 		n, err := b.r.read(b.r.out, buf[:])
@@ -131,7 +133,7 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 		}
 		if n > 0 {
 			log.Append(buf[:n])
-			moved = true
+			moved, notify = true, consumed(b.r.out, &freed, n)
 		}
 		b.inMu.Lock()
 		in, err := b.flushInputLocked()
@@ -139,9 +141,14 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 		if err != nil {
 			return err
 		}
-		moved = moved || in
+		if in {
+			moved, notify = true, true
+		}
 		if moved {
-			if err := b.r.evt.Notify(b.r.port); err != nil && !b.r.evt.PeerGone(b.r.port) {
+			if notify {
+				freed = 0
+			}
+			if err := b.r.publish(notify); err != nil {
 				return err
 			}
 			continue
@@ -156,6 +163,10 @@ func (b *Back) Run(ctx context.Context, log *Log) error {
 				log.Append(buf[:n])
 			}
 		}
+		// Let the viewers this pass woke run first, here: a wait
+		// blocks this thread with its P, and they would wait for
+		// another to steal them.
+		runtime.Gosched()
 		if err := b.r.sleep(pollEvery); err != nil {
 			return err
 		}

@@ -198,13 +198,14 @@ func (f *Front) loop() {
 func (f *Front) run() error {
 	var pend []byte
 	var inbuf [1024]byte
+	freed := 0 // in[] read since the back end was last notified
 	for {
 		select {
 		case <-f.closing:
 			return errClosed
 		default:
 		}
-		moved := false
+		moved, notify := false, false
 		if pend == nil {
 			select {
 			case pend = <-f.writes:
@@ -218,7 +219,7 @@ func (f *Front) run() error {
 				return err
 			}
 			if n > 0 {
-				moved = true
+				moved, notify = true, true
 				if pend = pend[n:]; len(pend) == 0 {
 					pend = nil
 					f.wrote <- nil
@@ -232,11 +233,15 @@ func (f *Front) run() error {
 			}
 			if n > 0 {
 				moved = true
+				notify = consumed(f.r.in, &freed, n) || notify
 				f.input <- append([]byte(nil), inbuf[:n]...)
 			}
 		}
 		if moved {
-			if err := f.r.evt.Notify(f.r.port); err != nil {
+			if notify {
+				freed = 0
+			}
+			if err := f.r.publish(notify); err != nil {
 				return err
 			}
 			continue

@@ -124,8 +124,9 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 	var opend, ipend []byte // read, not yet written on
 	eof := false
 	var giveUp time.Time
+	freed := 0 // in[] read since the back end was last notified
 	for {
-		moved := false
+		moved, notify := false, false
 		if len(opend) == 0 && !eof {
 			n, err := unix.Read(mfd, obuf[:])
 			switch {
@@ -143,7 +144,7 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 				return err
 			}
 			if n > 0 {
-				opend, moved = opend[n:], true
+				opend, moved, notify = opend[n:], true, true
 			}
 		}
 		if len(ipend) == 0 {
@@ -153,6 +154,7 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 			}
 			if n > 0 {
 				ipend, moved = ibuf[:n], true
+				notify = consumed(r.in, &freed, n) || notify
 			}
 		}
 		if len(ipend) > 0 {
@@ -163,7 +165,10 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 			}
 		}
 		if moved {
-			if err := r.evt.Notify(r.port); err != nil && !r.evt.PeerGone(r.port) {
+			if notify {
+				freed = 0
+			}
+			if err := r.publish(notify); err != nil {
 				return err
 			}
 			continue

@@ -68,6 +68,37 @@ func (r *rings) write(dst *ring.Stream, p []byte) (int, error) {
 	return dst.Write(p)
 }
 
+// consumed counts n bytes read from src since the producer was last
+// notified, and reports whether it must be notified now: once half the
+// ring has been freed. A producer waits for room only when it saw the
+// ring full, and the reads that follow free all of it, so it is never
+// left waiting; a keystroke's echo, read alone, then costs its producer
+// no wake-up. Across hosts a producer's view of the index may lag by what
+// was freed without an event, less than half the ring, and the caller
+// releases the index anyway (its arrival raises an event at a producer
+// that waits).
+func consumed(src *ring.Stream, freed *int, n int) bool {
+	*freed += n
+	if *freed >= src.Size()/2 {
+		*freed = 0
+		return true
+	}
+	return false
+}
+
+// publish makes this end's progress visible: an event if notify (which
+// also releases), else a release without one.
+func (r *rings) publish(notify bool) error {
+	if !notify {
+		r.evt.Release(r.port)
+		return nil
+	}
+	if err := r.evt.Notify(r.port); err != nil && !r.evt.PeerGone(r.port) {
+		return err
+	}
+	return nil
+}
+
 // sleep waits for an event on any port of the handle (the peer's or the
 // kick) or until d passes; it reports nothing but errors: every wake-up
 // re-checks the rings.
