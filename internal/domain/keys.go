@@ -63,12 +63,18 @@ func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config
 		ops = append(ops, consoleKeys(id, drv.ID, cfg)...)
 	}
 
-	_, resp, err := m.cfg.Committer.Commit(ctx, directory.XenstoreEntry(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}))
+	idx, resp, err := m.cfg.Committer.Commit(ctx, directory.XenstoreEntry(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}))
 	if err != nil {
 		return fmt.Errorf("xenstore keys: %w", err)
 	}
 	if resp.Xs.Err != 0 {
 		return fmt.Errorf("xenstore keys: %w", resp.Xs.Err)
+	}
+	// The domain's own connections read this host's replica: its first
+	// read (its console's backend-id, say) must find the keys there,
+	// even when the leader that committed them is another host.
+	if err := m.cfg.Replica.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("xenstore keys: %w", err)
 	}
 	return nil
 }
