@@ -75,12 +75,13 @@ func runConsole(ctx context.Context, env *Env, args []string) int {
 	}
 	defer c.CloseNow()
 	c.SetReadLimit(1 << 20)
-	return attach(ctx, env, c)
+	return attach(ctx, env, c, *ro)
 }
 
 // attach runs a console session on c: the terminal raw, output to
 // stdout, keystrokes to c until Ctrl-], window sizes as they change.
-func attach(ctx context.Context, env *Env, c *websocket.Conn) int {
+// asked says the viewer asked to be read-only (nothing to explain).
+func attach(ctx context.Context, env *Env, c *websocket.Conn, asked bool) int {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nl := "\n"
@@ -171,7 +172,7 @@ func attach(ctx context.Context, env *Env, c *websocket.Conn) int {
 		}
 		switch e.Type {
 		case api.ConsoleHelloType:
-			if e.Mode == api.ConsoleRO {
+			if e.Mode == api.ConsoleRO && !asked {
 				say("read-only: %s", e.Reason)
 			}
 		case api.ConsoleModeType:
