@@ -1,11 +1,13 @@
 package console
 
 // Scrollback keeps the last bytes of a console's output, numbered by
-// their offset in everything the console ever wrote. It is a ring of
-// fixed size: memory never grows with the output. Not safe for concurrent
-// use (Log guards it).
+// their offset in everything the console ever wrote. It is a ring of at
+// most its size: memory grows with the output only until then (a quiet
+// console costs little). Not safe for concurrent use (Log guards it).
 type Scrollback struct {
-	buf        []byte
+	buf        []byte // grows to size, then is a ring
+	size       int
+	base       int64 // offset of buf[0] before the ring wrapped: byte o is at (o-base) % size
 	start, end int64 // offsets of the oldest byte kept and just past the newest
 }
 
@@ -14,18 +16,26 @@ type Scrollback struct {
 // goes on counting).
 func NewScrollback(n int, start int64) *Scrollback {
 	start = max(start, 0)
-	return &Scrollback{buf: make([]byte, max(n, 1)), start: start, end: start}
+	return &Scrollback{size: max(n, 1), base: start, start: start, end: start}
 }
 
 // Append adds output bytes, dropping the oldest past the capacity.
 func (s *Scrollback) Append(p []byte) {
-	n := int64(len(s.buf))
+	n := int64(s.size)
 	if int64(len(p)) > n { // only the last n bytes can stay
 		s.end += int64(len(p)) - n
 		p = p[int64(len(p))-n:]
 	}
+	if grow := min(len(p), s.size-len(s.buf)); grow > 0 && s.end-s.base == int64(len(s.buf)) {
+		s.buf = append(s.buf, p[:grow]...)
+		s.end += int64(grow)
+		p = p[grow:]
+	}
+	if len(p) > 0 && len(s.buf) < s.size { // skipped ahead while growing
+		s.buf = append(s.buf, make([]byte, s.size-len(s.buf))...)
+	}
 	for len(p) > 0 {
-		c := copy(s.buf[s.end%n:], p)
+		c := copy(s.buf[(s.end-s.base)%n:], p)
 		p = p[c:]
 		s.end += int64(c)
 	}
@@ -46,11 +56,12 @@ func (s *Scrollback) ReadAt(p []byte, off int64) (int, int64) {
 	if off >= s.end {
 		return 0, s.end
 	}
-	n := int64(len(s.buf))
+	n := int64(s.size)
 	want := min(int64(len(p)), s.end-off)
 	var done int64
 	for done < want {
-		done += int64(copy(p[done:want], s.buf[(off+done)%n:]))
+		i := (off + done - s.base) % n
+		done += int64(copy(p[done:want], s.buf[i:min(int64(len(s.buf)), i+want-done)]))
 	}
 	return int(done), off
 }

@@ -41,3 +41,13 @@ func TestScrollbackModel(t *testing.T) {
 		}
 	}
 }
+
+// TestScrollbackGrows: a quiet console holds what it wrote, not its
+// whole capacity.
+func TestScrollbackGrows(t *testing.T) {
+	s := NewScrollback(1<<20, 0)
+	s.Append([]byte("login: "))
+	if c := cap(s.buf); c > 4096 {
+		t.Fatalf("7 bytes of output hold a %d-byte buffer", c)
+	}
+}
