@@ -266,6 +266,19 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("viewer of a console whose back end host died:\n%s", s)
 	}
 	t.Logf("viewer after the back end's host died:\n%s", lastLines(s, 4))
+
+	// The transcript outlives h2's agent: a console served by the
+	// restarted agent appends to it.
+	h2.Start()
+	waitDrivers(t, ctx, c)
+	createOn(t, ctx, h1, fmt.Sprintf("name = \"sh4\"\ncmd = \"/bin/sh\"\nargs = [\"-i\"]\nconsole_backend = %q\nconsole_log = %q\n", h2.Name, logPath))
+	x.viewer(c, h0, "g", "sh4")
+	x.wait("g", "$ ", 1)
+	x.keys("g", "echo after$((1+1))restart", "Enter")
+	x.wait("g", "after2restart", 1)
+	if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), "remote42back") || !strings.Contains(string(b), "after2restart") {
+		t.Fatalf("transcript after h2's agent restarted: %q %v", b, err)
+	}
 }
 
 func lastLines(s string, n int) string {
