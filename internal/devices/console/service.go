@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -247,7 +248,7 @@ func FormatSize(cols, rows int) string { return strconv.Itoa(cols) + "x" + strco
 
 // ParseSize reads a KeySize value.
 func ParseSize(v []byte) (cols, rows int, err error) {
-	c, r, ok := cutByte(string(v), 'x')
+	c, r, ok := strings.Cut(string(v), "x")
 	if ok {
 		cols, err1 := strconv.Atoi(c)
 		rows, err2 := strconv.Atoi(r)
@@ -256,13 +257,4 @@ func ParseSize(v []byte) (cols, rows int, err error) {
 		}
 	}
 	return 0, 0, fmt.Errorf("console: window size %q is not COLSxROWS", v)
-}
-
-func cutByte(s string, b byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
