@@ -1,8 +1,10 @@
 package domain
 
 import (
+	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"shi/internal/directory"
 	"shi/internal/xenstore"
@@ -22,14 +24,26 @@ func DriverDomain(r *directory.Replica, host string) (directory.Domain, bool) {
 	return directory.Domain{}, false
 }
 
+// driverWait bounds how long a create waits for this host's driver
+// domain, which its agent makes as it starts.
+const driverWait = 5 * time.Second
+
 // consoleBackend is the driver domain that serves cfg's console: the one
 // of console_backend's host, else of this host. ok is false when this
 // host has no driver domain (a manager without one, in tests): the domain
-// then has no console.
-func (m *Manager) consoleBackend(cfg *Config) (drv directory.Domain, ok bool, err error) {
+// then has no console. An agent with the console helper makes its driver
+// domain as it starts: a domain created meanwhile waits for it, a little.
+func (m *Manager) consoleBackend(ctx context.Context, cfg *Config) (drv directory.Domain, ok bool, err error) {
 	host := cfg.ConsoleBackend
 	if host == "" {
 		d, ok := DriverDomain(m.cfg.Replica, m.cfg.Host)
+		for wait := time.Now().Add(driverWait); !ok && m.cfg.ConsoleHelper != "" && time.Now().Before(wait) && ctx.Err() == nil; {
+			time.Sleep(20 * time.Millisecond)
+			d, ok = DriverDomain(m.cfg.Replica, m.cfg.Host)
+		}
+		if !ok && m.cfg.ConsoleHelper != "" {
+			m.log.Warn("no driver domain on this host yet: the domain has no console", "name", cfg.Name)
+		}
 		return d, ok, nil
 	}
 	d, ok := DriverDomain(m.cfg.Replica, host)

@@ -15,7 +15,7 @@ import (
 // anywhere under it, e.g. data/ and device/), but the toolstack's own
 // keys there (name, domid, vm, memory/, cpu/) are owned by domain 0 and
 // only readable by it, so it cannot rename itself. /vm/<uuid> likewise.
-func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config) error {
+func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config) (console bool, err error) {
 	id := d.ID
 	home := "/local/domain/" + strconv.FormatUint(uint64(id), 10)
 	vm := "/vm/" + d.UUID
@@ -55,9 +55,9 @@ func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config
 	node(vm+"/start_time", s(fmt.Sprintf("%.2f", float64(d.Created)/float64(time.Second))), tools)
 
 	// The console: the driver domain that serves it must exist.
-	drv, ok, err := m.consoleBackend(cfg)
+	drv, ok, err := m.consoleBackend(ctx, cfg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if ok {
 		ops = append(ops, consoleKeys(id, drv.ID, cfg)...)
@@ -65,16 +65,16 @@ func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config
 
 	idx, resp, err := m.cfg.Committer.Commit(ctx, directory.XenstoreEntry(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}))
 	if err != nil {
-		return fmt.Errorf("xenstore keys: %w", err)
+		return false, fmt.Errorf("xenstore keys: %w", err)
 	}
 	if resp.Xs.Err != 0 {
-		return fmt.Errorf("xenstore keys: %w", resp.Xs.Err)
+		return false, fmt.Errorf("xenstore keys: %w", resp.Xs.Err)
 	}
 	// The domain's own connections read this host's replica: its first
 	// read (its console's backend-id, say) must find the keys there,
 	// even when the leader that committed them is another host.
 	if err := m.cfg.Replica.WaitApplied(ctx, idx); err != nil {
-		return fmt.Errorf("xenstore keys: %w", err)
+		return false, fmt.Errorf("xenstore keys: %w", err)
 	}
-	return nil
+	return ok, nil
 }

@@ -20,7 +20,7 @@ import (
 // process group), its agent connection as fd 3, its environment, and
 // SIGKILL should the agent die. The process is recorded before mu is
 // released, so Identify knows it from its first instruction.
-func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string, conn *os.File) error {
+func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string, conn *os.File, console bool) error {
 	env := []string{"PATH=" + os.Getenv("PATH")}
 	env = append(env, cfg.Env...)
 	xen, err := m.xenLibsEnv(cfg)
@@ -77,7 +77,7 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		}
 	}
 	args := append([]string{cfg.Cmd}, cfg.Args...)
-	if m.usesConsoleHelper(cfg) {
+	if console && m.usesConsoleHelper(cfg) {
 		// The helper runs first, holds the agent connection and
 		// starts the program on a terminal (devices/console.RunHelper).
 		helper := m.cfg.ConsoleHelper
@@ -140,15 +140,13 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 	return nil
 }
 
-// usesConsoleHelper reports whether cfg's program runs on a terminal
-// under the console helper: console = "pty" where a driver domain serves
-// the console and the agent knows the helper.
+// usesConsoleHelper reports whether cfg's program, if it has a console,
+// runs on a terminal under the console helper: console = "pty" where the
+// agent knows the helper. Whether it has a console was decided once, when
+// its keys were written (a driver domain that appears in between must not
+// start a helper that finds no keys).
 func (m *Manager) usesConsoleHelper(cfg *Config) bool {
-	if m.cfg.ConsoleHelper == "" || cfg.ConsoleMode() != ConsolePTY {
-		return false
-	}
-	_, ok, err := m.consoleBackend(cfg)
-	return ok && err == nil
+	return m.cfg.ConsoleHelper != "" && cfg.ConsoleMode() == ConsolePTY
 }
 
 // reachable reports whether any uid may execute path.

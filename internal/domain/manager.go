@@ -311,10 +311,11 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 		return fail(err)
 	}
 	defer f.Close()
-	if err := m.writeKeys(ctx, d, cfg); err != nil {
+	console, err := m.writeKeys(ctx, d, cfg)
+	if err != nil {
 		return fail(err)
 	}
-	if err := m.launch(d, cfg, spec, path, f); err != nil {
+	if err := m.launch(d, cfg, spec, path, f, console); err != nil {
 		return fail(err)
 	}
 	m.mu.Lock()
