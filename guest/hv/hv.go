@@ -31,11 +31,17 @@ import (
 const (
 	EnvFD    = "SHI_DOMAIN_FD" // its agent connection
 	EnvDomID = "SHI_DOMID"     // its domain id
+	// EnvConsolePTY is set (to "1") for a program the console helper
+	// started on a terminal: the helper holds the agent connection.
+	EnvConsolePTY = "SHI_CONSOLE_PTY"
 )
 
 var (
 	// ErrNotDomain means the process was not started as a shi domain.
 	ErrNotDomain = errors.New("hv: not a shi domain (SHI_DOMAIN_FD is not set)")
+	// ErrConsolePTY means the process runs under its domain's console
+	// helper, which holds the domain's one agent connection.
+	ErrConsolePTY = fmt.Errorf("%w: this program runs on the domain's console terminal (console = \"pty\", the default), whose helper holds the agent connection; a program that uses the guest library needs console = \"direct\" in its config", ErrNotDomain)
 	// ErrClosed means the connection to the agent has ended.
 	ErrClosed = errors.New("hv: agent connection closed")
 	// ErrProtocol means the agent sent something unexpected.
@@ -94,6 +100,9 @@ func Self() (*Conn, error) {
 		s := os.Getenv(EnvFD)
 		if s == "" {
 			self.err = ErrNotDomain
+			if os.Getenv(EnvConsolePTY) != "" {
+				self.err = ErrConsolePTY
+			}
 			return
 		}
 		fd, err := strconv.Atoi(s)

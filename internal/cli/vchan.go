@@ -50,7 +50,8 @@ func runVchan(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprint(env.Stderr, `usage: shi vchan [-m client|server] [-s state-path] [-read-min N] [-write-min N] [-v] DOMID PATH SOCKET|FD|-
 
 A bridge between a vchan and a Unix socket, interoperable with Xen's
-vchan-socket-proxy in either role; run it inside a domain.
+vchan-socket-proxy in either role; run it inside a domain, whose config
+says console = "direct" (it uses the guest library itself).
 
 client: connects to the vchan domain DOMID serves under PATH.
   SOCKET  listen on a Unix socket and connect the vchan for each

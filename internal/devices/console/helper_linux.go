@@ -221,7 +221,7 @@ func bridge(r *rings, master *os.File, out io.Writer, exited <-chan struct{}) er
 }
 
 // childEnv is the helper's environment without the agent connection
-// (which the program does not get) and with a TERM.
+// (which the program does not get), with a TERM, and saying so.
 func childEnv(env []string) []string {
 	var out []string
 	term := false
@@ -235,7 +235,9 @@ func childEnv(env []string) []string {
 	if !term {
 		out = append(out, "TERM=xterm-256color")
 	}
-	return out
+	// So that the guest library, should the program use it, says why
+	// it has no agent connection.
+	return append(out, hv.EnvConsolePTY+"=1")
 }
 
 func exitCode(ps *os.ProcessState) int {
