@@ -1,0 +1,326 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// Export is one named block device a server offers.
+type Export struct {
+	Name        string
+	Description string
+	Backend     Backend
+}
+
+// Server answers NBD clients for a fixed set of exports. The first export is
+// also the default one (the empty name).
+type Server struct {
+	exports []Export
+	// Logf, if set, is told why each connection ended badly.
+	Logf func(format string, args ...any)
+}
+
+// NewServer returns a server for exports, which must not be empty.
+func NewServer(exports ...Export) (*Server, error) {
+	if len(exports) == 0 {
+		return nil, errors.New("nbd: no exports")
+	}
+	seen := map[string]bool{}
+	for _, e := range exports {
+		if e.Backend == nil {
+			return nil, fmt.Errorf("nbd: export %q has no backend", e.Name)
+		}
+		if seen[e.Name] || len(e.Name) > maxString {
+			return nil, fmt.Errorf("nbd: bad or duplicate export name %q", e.Name)
+		}
+		seen[e.Name] = true
+	}
+	return &Server{exports: exports}, nil
+}
+
+func (s *Server) lookup(name string) (*Export, bool) {
+	if name == "" {
+		return &s.exports[0], true
+	}
+	for i := range s.exports {
+		if s.exports[i].Name == name {
+			return &s.exports[i], true
+		}
+	}
+	return nil, false
+}
+
+// Serve accepts connections on ln until ctx ends or ln fails, serving each
+// on its own goroutine. When ctx ends it closes ln and every connection, and
+// returns once their goroutines are gone.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var (
+		wg sync.WaitGroup
+		// mu guards conns and done.
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		done  bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		done = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		ln.Close()
+	})
+	defer stop()
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		mu.Lock()
+		if done {
+			mu.Unlock()
+			c.Close()
+			return nil
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.ServeConn(c)
+			if err != nil && s.Logf != nil && ctx.Err() == nil {
+				s.Logf("nbd: %s: %v", c.RemoteAddr(), err)
+			}
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// conn is one client's session.
+type conn struct {
+	s          *Server
+	r          *bufio.Reader
+	w          *bufio.Writer
+	noZeroes   bool
+	structured bool
+	meta       bool // base:allocation selected
+	exp        *Export
+	buf        []byte // request payload and reply scratch
+}
+
+// ServeConn runs negotiation and transmission on rw until the client
+// disconnects (nil) or breaks the protocol (an error). It does not close rw.
+func (s *Server) ServeConn(rw io.ReadWriter) error {
+	c := &conn{s: s, r: bufio.NewReaderSize(rw, 64<<10), w: bufio.NewWriterSize(rw, 64<<10)}
+	ok, err := c.negotiate()
+	if err != nil || !ok {
+		return err
+	}
+	return c.transmit()
+}
+
+func (c *conn) readFull(n int) ([]byte, error) {
+	if cap(c.buf) < n {
+		c.buf = make([]byte, n)
+	}
+	b := c.buf[:n]
+	_, err := io.ReadFull(c.r, b)
+	return b, err
+}
+
+// negotiate runs the fixed newstyle handshake and option haggling. It
+// returns true when an export was chosen and transmission starts.
+func (c *conn) negotiate() (bool, error) {
+	var hs []byte
+	hs = binary.BigEndian.AppendUint64(hs, NBDMAGIC)
+	hs = binary.BigEndian.AppendUint64(hs, IHAVEOPT)
+	hs = binary.BigEndian.AppendUint16(hs, NBD_FLAG_FIXED_NEWSTYLE|NBD_FLAG_NO_ZEROES)
+	c.w.Write(hs)
+	if err := c.w.Flush(); err != nil {
+		return false, err
+	}
+	b, err := c.readFull(4)
+	if err != nil {
+		return false, err
+	}
+	cf := binary.BigEndian.Uint32(b)
+	if cf&^(NBD_FLAG_C_FIXED_NEWSTYLE|NBD_FLAG_C_NO_ZEROES) != 0 {
+		return false, fmt.Errorf("nbd: unknown client flags %#x", cf)
+	}
+	c.noZeroes = cf&NBD_FLAG_C_NO_ZEROES != 0
+	for {
+		b, err := c.readFull(16)
+		if err != nil {
+			return false, err
+		}
+		if m := binary.BigEndian.Uint64(b); m != IHAVEOPT {
+			return false, fmt.Errorf("nbd: bad option magic %#x", m)
+		}
+		opt, n := binary.BigEndian.Uint32(b[8:]), binary.BigEndian.Uint32(b[12:])
+		if n > maxOptionLen {
+			if n > 16*maxOptionLen {
+				return false, fmt.Errorf("nbd: option %d of %d bytes", opt, n)
+			}
+			if _, err := io.CopyN(io.Discard, c.r, int64(n)); err != nil {
+				return false, err
+			}
+			if err := c.optReply(opt, NBD_REP_ERR_TOO_BIG, []byte("option too long")); err != nil {
+				return false, err
+			}
+			continue
+		}
+		data, err := c.readFull(int(n))
+		if err != nil {
+			return false, err
+		}
+		data = append([]byte(nil), data...) // c.buf is reused below
+		done, err := c.option(opt, data)
+		if err != nil || done {
+			return done && err == nil && c.exp != nil, err
+		}
+	}
+}
+
+func (c *conn) optReply(opt, typ uint32, data []byte) error {
+	c.w.Write(appendOptReply(nil, opt, typ, data))
+	return c.w.Flush()
+}
+
+// option answers one option. done means negotiation is over: with c.exp set
+// transmission follows, otherwise the client aborted.
+func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
+	switch opt {
+	case NBD_OPT_EXPORT_NAME:
+		e, ok := c.s.lookup(string(data))
+		if !ok {
+			// This option has no error reply: the spec says close.
+			return true, fmt.Errorf("nbd: unknown export %q", data)
+		}
+		c.exp = e
+		var b []byte
+		b = binary.BigEndian.AppendUint64(b, uint64(e.Backend.Size()))
+		b = binary.BigEndian.AppendUint16(b, c.transmissionFlags())
+		if !c.noZeroes {
+			b = append(b, make([]byte, 124)...)
+		}
+		c.w.Write(b)
+		return true, c.w.Flush()
+	case NBD_OPT_ABORT:
+		// The client may already be gone; an error writing the ACK is moot.
+		c.optReply(opt, NBD_REP_ACK, nil)
+		return true, nil
+	case NBD_OPT_LIST:
+		if len(data) != 0 {
+			return false, c.optReply(opt, NBD_REP_ERR_INVALID, []byte("LIST takes no data"))
+		}
+		for _, e := range c.s.exports {
+			b := append(appendString32(nil, e.Name), e.Description...)
+			c.w.Write(appendOptReply(nil, opt, NBD_REP_SERVER, b))
+		}
+		return false, c.optReply(opt, NBD_REP_ACK, nil)
+	case NBD_OPT_INFO, NBD_OPT_GO:
+		return c.optInfo(opt, data)
+	case NBD_OPT_STRUCTURED_REPLY:
+		if len(data) != 0 {
+			return false, c.optReply(opt, NBD_REP_ERR_INVALID, []byte("STRUCTURED_REPLY takes no data"))
+		}
+		c.structured = true
+		return false, c.optReply(opt, NBD_REP_ACK, nil)
+	case NBD_OPT_LIST_META_CONTEXT, NBD_OPT_SET_META_CONTEXT:
+		return false, c.optMeta(opt, data)
+	default:
+		return false, c.optReply(opt, NBD_REP_ERR_UNSUP, []byte("option not supported"))
+	}
+}
+
+func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
+	q, err := parseInfoRequest(data)
+	if err != nil {
+		return false, c.optReply(opt, NBD_REP_ERR_INVALID, []byte(err.Error()))
+	}
+	e, ok := c.s.lookup(q.Name)
+	if !ok {
+		return false, c.optReply(opt, NBD_REP_ERR_UNKNOWN, []byte("no such export"))
+	}
+	info := func(b []byte) { c.w.Write(appendOptReply(nil, opt, NBD_REP_INFO, b)) }
+	b := binary.BigEndian.AppendUint16(nil, NBD_INFO_EXPORT)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Backend.Size()))
+	info(binary.BigEndian.AppendUint16(b, c.transmissionFlagsFor(e)))
+	// Block sizes are always sent: any size works, 4 KiB is best.
+	b = binary.BigEndian.AppendUint16(nil, NBD_INFO_BLOCK_SIZE)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	b = binary.BigEndian.AppendUint32(b, 4096)
+	info(binary.BigEndian.AppendUint32(b, MaxPayload))
+	for _, t := range q.Infos {
+		switch t {
+		case NBD_INFO_NAME:
+			info(append(binary.BigEndian.AppendUint16(nil, NBD_INFO_NAME), e.Name...))
+		case NBD_INFO_DESCRIPTION:
+			if e.Description != "" {
+				info(append(binary.BigEndian.AppendUint16(nil, NBD_INFO_DESCRIPTION), e.Description...))
+			}
+		}
+	}
+	if err := c.optReply(opt, NBD_REP_ACK, nil); err != nil {
+		return false, err
+	}
+	if opt == NBD_OPT_GO {
+		c.exp = e
+		return true, nil
+	}
+	return false, nil
+}
+
+func (c *conn) optMeta(opt uint32, data []byte) error {
+	list := opt == NBD_OPT_LIST_META_CONTEXT
+	if !list && !c.structured {
+		return c.optReply(opt, NBD_REP_ERR_INVALID, []byte("structured replies not negotiated"))
+	}
+	q, err := parseMetaRequest(data)
+	if err != nil {
+		return c.optReply(opt, NBD_REP_ERR_INVALID, []byte(err.Error()))
+	}
+	if _, ok := c.s.lookup(q.Name); !ok {
+		return c.optReply(opt, NBD_REP_ERR_UNKNOWN, []byte("no such export"))
+	}
+	match := list && len(q.Queries) == 0 // an empty LIST asks for everything
+	for _, s := range q.Queries {
+		match = match || metaMatches(s, list)
+	}
+	if !list {
+		c.meta = match
+	}
+	if match {
+		b := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)
+		c.w.Write(appendOptReply(nil, opt, NBD_REP_META_CONTEXT, append(b, metaBaseAllocation...)))
+	}
+	return c.optReply(opt, NBD_REP_ACK, nil)
+}
+
+func (c *conn) transmissionFlags() uint16 { return c.transmissionFlagsFor(c.exp) }
+
+func (c *conn) transmissionFlagsFor(e *Export) uint16 {
+	f := uint16(NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA)
+	if e.Backend.ReadOnly() {
+		f |= NBD_FLAG_READ_ONLY
+	} else {
+		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
+	}
+	if c.structured {
+		f |= NBD_FLAG_SEND_DF
+	}
+	return f
+}
