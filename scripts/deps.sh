@@ -10,7 +10,9 @@
 #                         vchan-socket-proxy needs; it pulls in Debian's
 #                         libxenevtchn1/libxengnttab1, not systemd), gcc
 #                         (cgo, for scripts/build-libxen.sh), tmux (drives
-#                         shi console in the console tests)
+#                         shi console in the console tests), libnbd-bin and
+#                         qemu-utils (nbdinfo, nbdcopy, qemu-img, qemu-io:
+#                         NBD conformance in internal/nbd)
 #   optional              chromium (headless, for the web console's browser
 #                         test, which skips, saying why, without it)
 #   Xen's test-xenstore   xen-utils-4.17 + libxenmisc4.17, fetched with
@@ -24,7 +26,8 @@ log() { echo "deps: $*" >&2; }
 
 # Debian packages the tests run, with one file each package provides.
 apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft
-	libxenmisc4.17:/usr/lib/x86_64-linux-gnu/libxenvchan.so.4.17 gcc:/usr/bin/gcc tmux:/usr/bin/tmux)
+	libxenmisc4.17:/usr/lib/x86_64-linux-gnu/libxenvchan.so.4.17 gcc:/usr/bin/gcc tmux:/usr/bin/tmux
+	libnbd-bin:/usr/bin/nbdinfo qemu-utils:/usr/bin/qemu-io)
 # Packages some tests use if they can: a failed install is only reported.
 opt_pkgs=(chromium:/usr/bin/chromium)
 # Packages unpacked (not installed) into .cache/xen, and the file that shows
