@@ -116,7 +116,8 @@ type conn struct {
 	w          *bufio.Writer
 	noZeroes   bool
 	structured bool
-	meta       bool // base:allocation selected
+	meta       bool   // base:allocation selected
+	metaExport string // for the export named in SET_META_CONTEXT
 	exp        *Export
 	buf        []byte // request payload and reply scratch
 }
@@ -279,6 +280,10 @@ func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
 	}
 	if opt == NBD_OPT_GO {
 		c.exp = e
+		// Contexts chosen for another export do not carry over.
+		if m, ok := c.s.lookup(c.metaExport); !ok || m != e {
+			c.meta = false
+		}
 		return true, nil
 	}
 	return false, nil
@@ -301,7 +306,7 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 		match = match || metaMatches(s, list)
 	}
 	if !list {
-		c.meta = match
+		c.meta, c.metaExport = match, q.Name
 	}
 	if match {
 		b := binary.BigEndian.AppendUint32(nil, metaBaseAllocationID)

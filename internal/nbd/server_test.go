@@ -358,3 +358,23 @@ func TestServe(t *testing.T) {
 		t.Fatal("Serve did not return after cancel")
 	}
 }
+
+// TestMetaContextExport checks a context chosen for one export is not used
+// with another, and that errors come as chunks with reasons when structured.
+func TestMetaContextExport(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	tc := newTestClient(t, s, NBD_FLAG_C_FIXED_NEWSTYLE|NBD_FLAG_C_NO_ZEROES)
+	tc.opt(NBD_OPT_STRUCTURED_REPLY, nil)
+	if r := tc.opt(NBD_OPT_SET_META_CONTEXT, metaData("other", metaBaseAllocation)); len(r) != 2 {
+		t.Fatalf("SET_META: %+v", r)
+	}
+	tc.goExport("xvda")
+	id := tc.request(NBD_CMD_BLOCK_STATUS, 0, 0, 4096, nil)
+	if r := tc.reply(id, 0, 0); r.Err != NBD_EINVAL || r.Msg == "" {
+		t.Fatalf("block status with another export's context: %v", r)
+	}
+	id = tc.request(NBD_CMD_WRITE, 0, testSize, 1, []byte{1})
+	if r := tc.reply(id, 0, 0); r.Err != NBD_ENOSPC || len(r.Chunks) != 1 || r.Chunks[0] != NBD_REPLY_TYPE_ERROR || r.Msg == "" {
+		t.Fatalf("write past end: %v", r)
+	}
+}

@@ -143,10 +143,10 @@ func (c *conn) do(req Request, payload []byte) error {
 	return nil
 }
 
-// replyError answers a failed request. READ and BLOCK_STATUS get an error
-// chunk when structured replies are on; everything else a simple reply.
+// replyError answers a failed request: with structured replies on, an error
+// chunk carrying the reason (READ must never get a simple reply then).
 func (c *conn) replyError(req Request, e *reqError) error {
-	if c.structured && (req.Type == NBD_CMD_READ || req.Type == NBD_CMD_BLOCK_STATUS) {
+	if c.structured {
 		msg := e.msg
 		if len(msg) > maxString {
 			msg = msg[:maxString]
