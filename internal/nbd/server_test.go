@@ -373,6 +373,10 @@ func TestMetaContextExport(t *testing.T) {
 	if r := tc.reply(id, 0, 0); r.Err != NBD_EINVAL || r.Msg == "" {
 		t.Fatalf("block status with another export's context: %v", r)
 	}
+	id = tc.request(NBD_CMD_READ, 0, 0, 0, nil)
+	if r := tc.reply(id, 0, 0); r.Err != 0 || len(r.Chunks) != 1 || r.Chunks[0] != NBD_REPLY_TYPE_NONE {
+		t.Fatalf("empty read: %v", r)
+	}
 	id = tc.request(NBD_CMD_WRITE, 0, testSize, 1, []byte{1})
 	if r := tc.reply(id, 0, 0); r.Err != NBD_ENOSPC || len(r.Chunks) != 1 || r.Chunks[0] != NBD_REPLY_TYPE_ERROR || r.Msg == "" {
 		t.Fatalf("write past end: %v", r)

@@ -164,7 +164,12 @@ func (c *conn) replyError(req Request, e *reqError) error {
 func (c *conn) read(req Request) error {
 	b := c.exp.Backend
 	off, n := int64(req.Offset), int64(req.Length)
-	if !c.structured || n == 0 {
+	if c.structured && n == 0 {
+		// READ never gets a simple reply once structured replies are on.
+		_, err := c.w.Write(appendChunkHeader(nil, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, req.Cookie, 0))
+		return err
+	}
+	if !c.structured {
 		buf := c.scratch(int(n))
 		if _, err := b.ReadAt(buf, off); err != nil {
 			return c.replyError(req, errf(NBD_EIO, "%v", err))
