@@ -98,7 +98,7 @@ func (b bridge) config(name, cmd string, args ...string) string {
 	return cfg
 }
 
-// startBridges is startProxies for any pair of bridges: the server srv on
+// startBridges starts a pair of bridges of any kind: the server srv on
 // host s, the client cli on host k.
 func startBridges(t *testing.T, c *Cluster, srv, cli bridge, s, k int, prefix string) *proxies {
 	t.Helper()

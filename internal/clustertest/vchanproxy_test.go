@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,41 +97,11 @@ type proxies struct {
 }
 
 // startProxies starts the server proxy on host s and the client proxy on
-// host k. The server needs the client's domid, which exists only once the
-// client is created: its domain waits for it in ~/data/peer, then execs
-// the proxy (the libraries, preloaded, survive the shell).
+// host k (startBridges with vchan-socket-proxy on both sides).
 func startProxies(t *testing.T, c *Cluster, libs string, s, k int, prefix string) *proxies {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dir, err := libxentest.WorldDir("shi-vp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &proxies{c: c, srvHost: c.Host(s), cliHost: c.Host(k), cliSock: filepath.Join(dir, "cli.sock")}
-	srvSock := filepath.Join(dir, "srv.sock")
-	p.srvLn, err = net.Listen("unix", srvSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.srvLn.Close() })
-	if err := os.Chmod(srvSock, 0o777); err != nil { // the server proxy's uid connects
-		t.Fatal(err)
-	}
-	proxy := libxentest.Proxy(libs)
-	script := fmt.Sprintf(`until p=$(xenstore-read /local/domain/$SHI_DOMID/data/peer 2>/dev/null); do sleep 0.05; done; exec %s -m server "$p" data/vchan %s`,
-		libxentest.Shell(proxy), libxentest.Shell(srvSock))
-	p.srv = createOn(t, ctx, p.srvHost, proxyConfig(prefix+"-srv", "/bin/sh", "-c", script))
-	path := fmt.Sprintf("/local/domain/%d/data/vchan", p.srv.ID)
-	p.cli = createOn(t, ctx, p.cliHost, proxyConfig(prefix+"-cli", proxy, "-m", "client", strconv.Itoa(int(p.srv.ID)), path, p.cliSock))
-	if err := p.srvHost.XS().Write(fmt.Sprintf("/local/domain/%d/data/peer", p.srv.ID), []byte(strconv.Itoa(int(p.cli.ID)))); err != nil {
-		t.Fatal(err)
-	}
-	if err := Poll(ctx, 20*time.Millisecond, func() bool { _, err := os.Stat(p.cliSock); return err == nil }); err != nil {
-		t.Fatalf("the client proxy did not listen on %s: %v\n%s", p.cliSock, err, p.output(t))
-	}
-	return p
+	proxy := bridge{cmd: libxentest.Proxy(libs)}
+	return startBridges(t, c, proxy, proxy, s, k, prefix)
 }
 
 // proxyConfig is the config of a domain running cmd with the replacement
