@@ -12,9 +12,8 @@
 #                         (cgo, for scripts/build-libxen.sh), tmux (drives
 #                         shi console in the console tests), libnbd-bin and
 #                         qemu-utils (nbdinfo, nbdcopy, qemu-img, qemu-io:
-#                         NBD conformance in internal/nbd)
-#   optional              chromium (headless, for the web console's browser
-#                         test, which skips, saying why, without it)
+#                         NBD conformance in internal/nbd), chromium
+#                         (headless, the web console's browser tests)
 #   Xen's test-xenstore   xen-utils-4.17 + libxenmisc4.17, fetched with
 #   and vchan-socket-     apt-get download and unpacked with dpkg -x into
 #   proxy                 .cache/xen (installing xen-utils-4.17 with apt would
@@ -27,9 +26,7 @@ log() { echo "deps: $*" >&2; }
 # Debian packages the tests run, with one file each package provides.
 apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft
 	libxenmisc4.17:/usr/lib/x86_64-linux-gnu/libxenvchan.so.4.17 gcc:/usr/bin/gcc tmux:/usr/bin/tmux
-	libnbd-bin:/usr/bin/nbdinfo qemu-utils:/usr/bin/qemu-io)
-# Packages some tests use if they can: a failed install is only reported.
-opt_pkgs=(chromium:/usr/bin/chromium)
+	libnbd-bin:/usr/bin/nbdinfo qemu-utils:/usr/bin/qemu-io chromium:/usr/bin/chromium)
 # Packages unpacked (not installed) into .cache/xen, and the file that shows
 # they are there.
 xen_cache=.cache/xen
@@ -44,17 +41,11 @@ for p in "${apt_pkgs[@]}"; do
 done
 need_xen=0
 [ -x "$xen_marker" ] || need_xen=1
-opt_missing=()
-for p in "${opt_pkgs[@]}"; do
-	[ -e "${p#*:}" ] || opt_missing+=("${p%%:*}")
-done
 
-if [ ${#missing[@]} -eq 0 ] && [ $need_xen -eq 0 ] && [ ${#opt_missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ $need_xen -eq 0 ]; then
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-	[ ${#opt_missing[@]} -eq 0 ] || log "optional packages missing: ${opt_missing[*]} (the tests that use them skip)"
-	[ ${#missing[@]} -gt 0 ] || [ $need_xen -eq 1 ] || exit 0
 	[ ${#missing[@]} -eq 0 ] || log "missing packages: ${missing[*]} (apt-get install -y --no-install-recommends ${missing[*]})"
 	[ $need_xen -eq 0 ] || log "missing $xen_marker (run scripts/deps.sh as root to unpack ${xen_pkgs[*]})"
 	log "run scripts/deps.sh as root"
@@ -75,13 +66,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 	log "installing ${missing[*]}"
 	apt_update
 	apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-if [ ${#opt_missing[@]} -gt 0 ]; then
-	log "installing ${opt_missing[*]} (optional)"
-	apt_update
-	apt-get install -y -qq --no-install-recommends "${opt_missing[@]}" ||
-		log "could not install ${opt_missing[*]}; the tests that use them skip"
 fi
 
 if [ $need_xen -eq 1 ]; then
