@@ -63,26 +63,6 @@ func waitPort(h *evtchn.Handle, deadline time.Time) error {
 // spend its time sleeping. Zero disables polling.
 var SpinFor = 20 * time.Microsecond
 
-// spin polls ready until it reports true or SpinFor has passed.
-func spin(ready func() bool) bool {
-	if SpinFor <= 0 {
-		return false
-	}
-	var start time.Time
-	for i := 0; ; i++ {
-		if ready() {
-			return true
-		}
-		if i&63 == 63 {
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > SpinFor {
-				return false
-			}
-		}
-	}
-}
-
 // Front is the front end of an io/ring.h ring: it produces requests and
 // consumes responses, and kicks its back end through port.
 type Front struct {
@@ -300,7 +280,7 @@ func (w *PipeWriter) Write(b []byte) (int, error) {
 			}
 			continue
 		}
-		if spin(w.ready(func() bool { room, err := w.s.Writable(); return room > 0 || err != nil })) {
+		if ring.Spin(SpinFor, w.ready(func() bool { room, err := w.s.Writable(); return room > 0 || err != nil })) {
 			continue
 		}
 		w.store(pipeWritWait, 1)
@@ -359,7 +339,7 @@ func (r *PipeReader) Read(b []byte) (int, error) {
 		if n > 0 {
 			return n, r.freedSpace(n)
 		}
-		if spin(r.ready(func() bool {
+		if ring.Spin(SpinFor, r.ready(func() bool {
 			avail, err := r.s.Readable()
 			return avail > 0 || err != nil || ring.Load32(r.ctl, pipeClosed) != 0
 		})) && ring.Load32(r.ctl, pipeClosed) == 0 {

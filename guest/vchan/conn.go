@@ -202,7 +202,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 			return 0, io.EOF
 		}
-		if spin(func() bool { c.evt.Acquire(); return c.readable() }) {
+		if ring.Spin(SpinFor, func() bool { c.evt.Acquire(); return c.readable() }) {
 			continue
 		}
 		c.request(abi.VCHAN_NOTIFY_WRITE)
@@ -288,7 +288,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			}
 			continue
 		}
-		if spin(func() bool { c.evt.Acquire(); return c.writable() || c.peerGone() }) {
+		if ring.Spin(SpinFor, func() bool { c.evt.Acquire(); return c.writable() || c.peerGone() }) {
 			continue
 		}
 		c.request(abi.VCHAN_NOTIFY_READ)
@@ -446,26 +446,6 @@ func (c *Conn) setDeadline(t time.Time, which ...int) error {
 // microseconds on a busy host, more than moving a chunk of data. Zero
 // disables polling.
 var SpinFor = 20 * time.Microsecond
-
-// spin polls ready until it reports true or SpinFor has passed.
-func spin(ready func() bool) bool {
-	if SpinFor <= 0 {
-		return false
-	}
-	var start time.Time
-	for i := 0; ; i++ {
-		if ready() {
-			return true
-		}
-		if i&63 == 63 {
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > SpinFor {
-				return false
-			}
-		}
-	}
-}
 
 // String describes the vchan's shared state (indices, live and notify
 // bytes) as this end sees it, for a stuck program to print.

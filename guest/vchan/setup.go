@@ -56,19 +56,25 @@ func Dial(peer DomID, path string) (*Conn, error) {
 	return cfg.Dial(peer, path)
 }
 
-func (cfg *Config) hypervisor() (*hv.Conn, error) {
-	if cfg.Hypervisor != nil {
-		return cfg.Hypervisor, nil
+// open returns the hypervisor and XenStore connections cfg names (or
+// this process's), adding the closing of a XenStore client it opened to u.
+func (cfg *Config) open(u *undo) (*hv.Conn, *xs.Client, error) {
+	hvc := cfg.Hypervisor
+	if hvc == nil {
+		var err error
+		if hvc, err = hv.Self(); err != nil {
+			return nil, nil, err
+		}
 	}
-	return hv.Self()
-}
-
-func (cfg *Config) xenstore() (*xs.Client, bool, error) {
 	if cfg.XenStore != nil {
-		return cfg.XenStore, false, nil
+		return hvc, cfg.XenStore, nil
 	}
-	c, err := xs.OpenEnv()
-	return c, true, err
+	xsc, err := xs.OpenEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	u.add(func() { xsc.Close() })
+	return hvc, xsc, nil
 }
 
 func (cfg *Config) orders() (left, right uint16, err error) {
@@ -142,29 +148,22 @@ func (cfg *Config) Listen(peer DomID, path string) (conn *Conn, err error) {
 	if err != nil {
 		return nil, err
 	}
-	hvc, err := cfg.hypervisor()
-	if err != nil {
-		return nil, err
-	}
-	xsc, ownXS, err := cfg.xenstore()
-	if err != nil {
-		return nil, err
-	}
 	var u undo
 	defer func() {
 		if err != nil {
 			u.run()
 		}
 	}()
-	if ownXS {
-		u.add(func() { xsc.Close() })
+	hvc, xsc, err := cfg.open(&u)
+	if err != nil {
+		return nil, err
 	}
 	evt, port, kick, err := openEvt(hvc, func(e *evtchn.Handle) (evtchn.Port, error) { return e.AllocUnbound(peer) })
 	if err != nil {
 		return nil, err
 	}
 	u.add(func() { evt.Close() })
-	res := resources{gnt: gnttab.Open(hvc), xs: xsc, ownXS: ownXS}
+	res := resources{gnt: gnttab.Open(hvc), xs: xsc, ownXS: cfg.XenStore == nil}
 	g := res.gnt
 	share := func(n int, notifyOff, notifyPort uint32) (*gnttab.Share, error) {
 		if n == 0 {
@@ -273,22 +272,15 @@ func readNum(c *xs.Client, path string) (uint32, error) {
 
 // Dial is the package's Dial with cfg's hypervisor and XenStore.
 func (cfg *Config) Dial(peer DomID, path string) (conn *Conn, err error) {
-	hvc, err := cfg.hypervisor()
-	if err != nil {
-		return nil, err
-	}
-	xsc, ownXS, err := cfg.xenstore()
-	if err != nil {
-		return nil, err
-	}
 	var u undo
 	defer func() {
 		if err != nil {
 			u.run()
 		}
 	}()
-	if ownXS {
-		u.add(func() { xsc.Close() })
+	hvc, xsc, err := cfg.open(&u)
+	if err != nil {
+		return nil, err
 	}
 	ref, err := readNum(xsc, path+"/ring-ref")
 	if err != nil {
@@ -305,7 +297,7 @@ func (cfg *Config) Dial(peer DomID, path string) (conn *Conn, err error) {
 		return nil, err
 	}
 	u.add(func() { evt.Close() })
-	res := resources{gnt: gnttab.Open(hvc), xs: xsc, ownXS: ownXS}
+	res := resources{gnt: gnttab.Open(hvc), xs: xsc, ownXS: cfg.XenStore == nil}
 	g := res.gnt
 	mapRefs := func(refs []abi.GrantRef, writable bool, notifyOff, notifyPort uint32) (*gnttab.Mapping, error) {
 		if len(refs) == 0 {
