@@ -26,8 +26,7 @@ const noNotify = 0xFFFFFFFF
 
 // gnttabHandle is an open xengnttab_handle.
 type gnttabHandle struct {
-	h    *gnttab.Handle
-	null int // xengnttab_fd's descriptor (see devNull)
+	device
 
 	mu    sync.Mutex
 	pages int // mapped through it
@@ -63,24 +62,55 @@ func removeRegion(addr uintptr) { C.shiRangeDel(C.uintptr_t(addr)) }
 
 var gnttabs table[*gnttabHandle]
 
-// devNull opens a descriptor for xengnttab_fd and xengntshr_fd, which
-// hand out the device's: shi has no device, and callers only keep it
-// (or pass it to xentoolcore's restrict, which dup2s /dev/null over it).
-func devNull() (int, error) {
-	return syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+// device is what both kinds of handle hold: a grant-table handle, and
+// a descriptor for xengnttab_fd and xengntshr_fd, which hand out the
+// device's. shi has no device, and callers only keep it (or pass it to
+// xentoolcore's restrict, which dup2s /dev/null over it): /dev/null.
+type device struct {
+	h    *gnttab.Handle
+	null int
+}
+
+func (d *device) dev() *device { return d }
+
+// openDevice opens a device of this process's domain.
+func openDevice() (device, error) {
+	c, err := self()
+	if err != nil {
+		return device{}, err
+	}
+	fd, err := syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return device{}, err
+	}
+	return device{h: gnttab.Open(c), null: fd}, nil
+}
+
+// closeHandle forgets a handle of t and closes its descriptor.
+func closeHandle[T interface{ dev() *device }](t *table[T], id C.int) C.int {
+	g, ok := t.remove(id)
+	if !ok {
+		return ebadf
+	}
+	return errno(syscall.Close(g.dev().null))
+}
+
+// handleFd is a handle's descriptor.
+func handleFd[T interface{ dev() *device }](t *table[T], id C.int) C.int {
+	g, ok := t.get(id)
+	if !ok {
+		return ebadf
+	}
+	return C.int(g.dev().null)
 }
 
 //export shiGnttabOpen
 func shiGnttabOpen(flags C.uint) C.int {
-	c, err := self()
+	d, err := openDevice()
 	if err != nil {
 		return errno(err)
 	}
-	fd, err := devNull()
-	if err != nil {
-		return errno(err)
-	}
-	return C.int(gnttabs.add(&gnttabHandle{h: gnttab.Open(c), null: fd}))
+	return C.int(gnttabs.add(&gnttabHandle{device: d}))
 }
 
 // shiGnttabClose forgets the handle. Its mappings stay, as a Linux
@@ -88,22 +118,10 @@ func shiGnttabOpen(flags C.uint) C.int {
 // agent reclaims them when the domain ends.
 //
 //export shiGnttabClose
-func shiGnttabClose(id C.int) C.int {
-	g, ok := gnttabs.remove(id)
-	if !ok {
-		return ebadf
-	}
-	return errno(syscall.Close(g.null))
-}
+func shiGnttabClose(id C.int) C.int { return closeHandle(&gnttabs, id) }
 
 //export shiGnttabFd
-func shiGnttabFd(id C.int) C.int {
-	g, ok := gnttabs.get(id)
-	if !ok {
-		return ebadf
-	}
-	return C.int(g.null)
-}
+func shiGnttabFd(id C.int) C.int { return handleFd(&gnttabs, id) }
 
 // shiGnttabMap maps count grants side by side: refs[i] of domids[i] if
 // perRef, else all of domids[0]. The pages are mmap'd memfds (never Go
@@ -261,10 +279,7 @@ func grantStatus(err error) int16 {
 }
 
 // gntshrHandle is an open xengntshr_handle.
-type gntshrHandle struct {
-	h    *gnttab.Handle
-	null int
-}
+type gntshrHandle struct{ device }
 
 // share is pages granted with xengntshr_share_pages or _page_notify.
 type share struct {
@@ -278,37 +293,21 @@ var gntshrs table[*gntshrHandle]
 
 //export shiGntshrOpen
 func shiGntshrOpen(flags C.uint) C.int {
-	c, err := self()
+	d, err := openDevice()
 	if err != nil {
 		return errno(err)
 	}
-	fd, err := devNull()
-	if err != nil {
-		return errno(err)
-	}
-	return C.int(gntshrs.add(&gntshrHandle{h: gnttab.Open(c), null: fd}))
+	return C.int(gntshrs.add(&gntshrHandle{device: d}))
 }
 
 // shiGntshrClose forgets the handle; its shares stay until unshared, as
 // gntalloc's do until they are unmapped.
 //
 //export shiGntshrClose
-func shiGntshrClose(id C.int) C.int {
-	g, ok := gntshrs.remove(id)
-	if !ok {
-		return ebadf
-	}
-	return errno(syscall.Close(g.null))
-}
+func shiGntshrClose(id C.int) C.int { return closeHandle(&gntshrs, id) }
 
 //export shiGntshrFd
-func shiGntshrFd(id C.int) C.int {
-	g, ok := gntshrs.get(id)
-	if !ok {
-		return ebadf
-	}
-	return C.int(g.null)
-}
+func shiGntshrFd(id C.int) C.int { return handleFd(&gntshrs, id) }
 
 // shiGntshrShare makes count zeroed pages, grants each to dom and writes
 // the refs to refs. With a notification (one page only), the byte at
