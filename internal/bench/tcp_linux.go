@@ -103,36 +103,10 @@ func parseTCPHello(b []byte) (tcpHello, error) {
 type rawConn int
 
 // Read implements io.Reader.Read.
-func (c rawConn) Read(b []byte) (int, error) {
-	for {
-		n, err := unix.Read(int(c), b)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0 && len(b) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
+func (c rawConn) Read(b []byte) (int, error) { return sysRead(unix.Read, int(c), b) }
 
 // Write implements io.Writer.Write: all of b.
-func (c rawConn) Write(b []byte) (int, error) {
-	done := 0
-	for done < len(b) {
-		n, err := unix.Write(int(c), b[done:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		done += n
-	}
-	return done, nil
-}
+func (c rawConn) Write(b []byte) (int, error) { return sysWrite(unix.Write, int(c), b) }
 
 // hotConn is a rawConn whose calls are raw system calls (readHot,
 // writeHot): for the ping-pong, whose ends block in read(2) between
@@ -141,9 +115,16 @@ func (c rawConn) Write(b []byte) (int, error) {
 type hotConn int
 
 // Read implements io.Reader.Read.
-func (c hotConn) Read(b []byte) (int, error) {
+func (c hotConn) Read(b []byte) (int, error) { return sysRead(readHot, int(c), b) }
+
+// Write implements io.Writer.Write: all of b.
+func (c hotConn) Write(b []byte) (int, error) { return sysWrite(writeHot, int(c), b) }
+
+// sysRead is io.Reader.Read over a read system call: EINTR retried, an
+// empty read of a non-empty buffer io.EOF.
+func sysRead(read func(int, []byte) (int, error), fd int, b []byte) (int, error) {
 	for {
-		n, err := readHot(int(c), b)
+		n, err := read(fd, b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -156,11 +137,11 @@ func (c hotConn) Read(b []byte) (int, error) {
 	}
 }
 
-// Write implements io.Writer.Write: all of b.
-func (c hotConn) Write(b []byte) (int, error) {
+// sysWrite writes all of b with a write system call, EINTR retried.
+func sysWrite(write func(int, []byte) (int, error), fd int, b []byte) (int, error) {
 	done := 0
 	for done < len(b) {
-		n, err := writeHot(int(c), b[done:])
+		n, err := write(fd, b[done:])
 		if err == unix.EINTR {
 			continue
 		}
