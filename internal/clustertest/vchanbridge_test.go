@@ -89,13 +89,12 @@ func (b bridge) argv(mode string, rest ...string) []string {
 }
 
 func (b bridge) config(name, cmd string, args ...string) string {
-	cfg := proxyConfig(name, cmd, args...)
 	if b.shi {
 		// shi vchan is Go; it needs no C libraries, and uses its agent
 		// connection itself (no console helper).
-		cfg = strings.Replace(cfg, "xen_libs = 1\n", "console = \"direct\"\n", 1)
+		return programConfig(name, `console = "direct"`, cmd, args...)
 	}
-	return cfg
+	return proxyConfig(name, cmd, args...)
 }
 
 // startBridges starts a pair of bridges of any kind: the server srv on

@@ -107,11 +107,17 @@ func startProxies(t *testing.T, c *Cluster, libs string, s, k int, prefix string
 // proxyConfig is the config of a domain running cmd with the replacement
 // Xen libraries.
 func proxyConfig(name, cmd string, args ...string) string {
+	return programConfig(name, "xen_libs = 1", cmd, args...)
+}
+
+// programConfig is the config of a domain running cmd, with one more
+// line of config.
+func programConfig(name, extra, cmd string, args ...string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
 		q[i] = strconv.Quote(a)
 	}
-	return fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nxen_libs = 1\n", name, cmd, strings.Join(q, ", "))
+	return fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\n%s\n", name, cmd, strings.Join(q, ", "), extra)
 }
 
 // output is both proxies' last output, for failures.
