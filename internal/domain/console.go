@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"shi/internal/devices/console"
 	"shi/internal/directory"
 	"shi/internal/xenstore"
 )
@@ -57,8 +58,8 @@ func (m *Manager) consoleBackend(ctx context.Context, cfg *Config) (drv director
 // directory (owned by the domain, readable by the back end) and its
 // back-end directory (owned by the driver, readable by the domain).
 func consoleKeys(id, drv uint32, cfg *Config) []xenstore.Command {
-	fe := "/local/domain/" + strconv.FormatUint(uint64(id), 10) + "/console"
-	be := "/local/domain/" + strconv.FormatUint(uint64(drv), 10) + "/backend/console/" + strconv.FormatUint(uint64(id), 10) + "/0"
+	fe := console.FrontPath(id)
+	be := console.BackendPath(drv, id)
 	feP := xenstore.Perms{{Dom: id}, {Dom: drv, Bits: xenstore.PermRead}}
 	beP := xenstore.Perms{{Dom: drv}, {Dom: id, Bits: xenstore.PermRead}}
 	var ops []xenstore.Command
@@ -81,7 +82,7 @@ func consoleKeys(id, drv uint32, cfg *Config) []xenstore.Command {
 	node(be+"/state", "1", beP)
 	node(be+"/protocol", "vt100", beP)
 	if cfg.ConsoleLog != "" {
-		node(be+"/log", cfg.ConsoleLog, beP)
+		node(be+"/"+console.KeyLog, cfg.ConsoleLog, beP)
 	}
 	return ops
 }
