@@ -37,8 +37,9 @@
 //   - Liveness: updates that arrive make every port bound to their sender
 //     pending, so a domain blocked in Wait re-checks the shared indices;
 //     Xen protocols treat events as hints. A background goroutine
-//     (FlushInterval) ships changes that stay stable between two reads,
-//     for programs that block outside the library (C callers in select()
+//     (FlushInterval) ships changes that stay stable between two reads
+//     (a peer's diff-mode pages all together, from one snapshot), for
+//     programs that block outside the library (C callers in select()
 //     on the event fd), and drains links nobody reads into per-page
 //     pending updates that the next acquire applies.
 //   - Both sides may write different bytes of one page (a ring's producer

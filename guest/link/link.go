@@ -47,6 +47,7 @@ const rbufSize = 256 << 10
 // State is one domain's links and the pages it shares across them.
 type State struct {
 	c      *hv.Conn
+	snap   []byte       // the background flush's snapshot of diff-mode pages (under mu)
 	ep     int          // epoll set of the links, level-triggered; see Fd
 	nlinks atomic.Int32 // working links: zero makes Acquire free
 	// npending counts rels with committed updates not applied yet, so

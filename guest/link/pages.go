@@ -95,7 +95,6 @@ type rel struct {
 	mfd *shm.Memfd
 	m   *shm.Mapping
 
-	unstable int  // background flushes that found the page changing
 	dropped  bool // forgotten: its memory may be gone
 	inMarked bool // in State.marked
 }
@@ -507,6 +506,12 @@ func (s *State) releaseLocked(l *peerLink) {
 // reports whether there were any; the caller commits.
 // Preconditions: s.mu held.
 func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
+	return s.releaseFromLocked(l, r, r.pg.mem)
+}
+
+// releaseFromLocked is releaseRelLocked with src, the page or a snapshot
+// of it, as a diff-mode page's content.
+func (s *State) releaseFromLocked(l *peerLink, r *rel, src []byte) bool {
 	if !r.ready || r.revoked || !r.ships() {
 		return false // nothing written, or not ours to write
 	}
@@ -518,7 +523,7 @@ func (s *State) releaseRelLocked(l *peerLink, r *rel) bool {
 	l.out = header{typ: frameUpdate, dir: dir, ref: uint32(r.key.ref), gen: r.gen}.append(l.out)
 	switch {
 	case r.twin != nil:
-		l.out = diff(l.out, r.twin, r.pg.mem)
+		l.out = diff(l.out, r.twin, src)
 	case !r.dirty.empty():
 		// Reported writes ship from the page itself (a vectored write);
 		// the page stays mapped until the link is flushed (Unmap and

@@ -179,7 +179,6 @@ func (s *State) raiseLocked(peer DomID, in *inbox) {
 // when the domain has no links left.
 func (s *State) background() {
 	wait := FlushInterval
-	scratch := make([]byte, pageSize)
 	for {
 		time.Sleep(wait)
 		// A fence applies the mapper's last writes (see framesLocked).
@@ -207,7 +206,7 @@ func (s *State) background() {
 		}
 		var ls []*peerLink
 		for _, l := range s.links {
-			if s.releaseStableLocked(l, scratch) {
+			if s.releaseStableLocked(l) {
 				busy = true
 			}
 			if l.queued() {
@@ -235,30 +234,50 @@ func (s *State) background() {
 }
 
 // releaseStableLocked queues the changes of pages shared with l's peer
-// that are not being written right now (two reads agree), or that have
-// been changing for a while; it reports whether it found any.
+// that nobody is writing right now; it reports whether it found any.
+// Reported writes go as they are (their writer reports them once done).
+// Diff-mode pages go together or not at all, from one snapshot that read
+// the same twice in a row: a program writes a ring's data, then its index
+// on another page, and a page shipped without the ones written before it
+// would show the peer an index over data it does not have.
 // Preconditions: s.mu held.
-func (s *State) releaseStableLocked(l *peerLink, scratch []byte) bool {
+func (s *State) releaseStableLocked(l *peerLink) bool {
 	found, shipped := false, false
 	for r := range s.marked[l.peer] {
 		shipped = s.releaseRelLocked(l, r) || shipped
 		found = true
 	}
+	var dirty []*rel
+	size := 0
 	for r := range s.diffing[l.peer] {
-		if !r.ready || r.revoked || !r.ships() {
-			continue
+		if r.ready && !r.revoked && r.ships() && !bytes.Equal(r.twin, r.pg.mem) {
+			dirty = append(dirty, r)
+			size += len(r.pg.mem)
 		}
-		if bytes.Equal(r.twin, r.pg.mem) {
-			continue
-		}
+	}
+	if len(dirty) > 0 {
 		found = true
-		copy(scratch, r.pg.mem)
-		if !bytes.Equal(scratch, r.pg.mem) && r.unstable < 3 {
-			r.unstable++
-			continue
+		if cap(s.snap) < size {
+			s.snap = make([]byte, size)
 		}
-		r.unstable = 0
-		shipped = s.releaseRelLocked(l, r) || shipped
+		snap, off := s.snap[:size], 0
+		for _, r := range dirty {
+			off += copy(snap[off:], r.pg.mem)
+		}
+		stable, off := true, 0
+		for _, r := range dirty {
+			n := len(r.pg.mem)
+			stable = stable && bytes.Equal(snap[off:off+n], r.pg.mem)
+			off += n
+		}
+		if stable {
+			off = 0
+			for _, r := range dirty {
+				n := len(r.pg.mem)
+				shipped = s.releaseFromLocked(l, r, snap[off:off+n]) || shipped
+				off += n
+			}
+		}
 	}
 	if shipped {
 		l.out = header{typ: frameCommit}.append(l.out)
