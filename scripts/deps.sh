@@ -12,7 +12,9 @@
 #                         (cgo, for scripts/build-libxen.sh), tmux (drives
 #                         shi console in the console tests), libnbd-bin and
 #                         qemu-utils (nbdinfo, nbdcopy, qemu-img, qemu-io:
-#                         NBD conformance in internal/nbd), chromium
+#                         NBD conformance in internal/nbd), fio (its nbd
+#                         engine: NBD conformance, shi bench disk), nbdkit
+#                         (the disk benchmark's baseline), chromium
 #                         (headless, the web console's browser tests)
 #   Xen's test-xenstore   xen-utils-4.17 + libxenmisc4.17, fetched with
 #   and vchan-socket-     apt-get download and unpacked with dpkg -x into
@@ -26,7 +28,8 @@ log() { echo "deps: $*" >&2; }
 # Debian packages the tests run, with one file each package provides.
 apt_pkgs=(xenstore-utils:/usr/bin/xenstore-read iproute2:/usr/sbin/ip nftables:/usr/sbin/nft
 	libxenmisc4.17:/usr/lib/x86_64-linux-gnu/libxenvchan.so.4.17 gcc:/usr/bin/gcc tmux:/usr/bin/tmux
-	libnbd-bin:/usr/bin/nbdinfo qemu-utils:/usr/bin/qemu-io chromium:/usr/bin/chromium)
+	libnbd-bin:/usr/bin/nbdinfo qemu-utils:/usr/bin/qemu-io fio:/usr/bin/fio nbdkit:/usr/bin/nbdkit
+	chromium:/usr/bin/chromium)
 # Packages unpacked (not installed) into .cache/xen, and the file that shows
 # they are there.
 xen_cache=.cache/xen
