@@ -16,7 +16,7 @@ import (
 //	args = [ "-port", "80" ]
 //	env = [ "MODE=prod" ]
 //	on_crash = "restart"            # or "destroy" (default)
-//	disks = [ "..." ]               # kept for the disk backend
+//	disks = [ "host=h2,path=/var/lib/shi/d1.img,dev=xvda,mode=w" ]  # see Disk
 //	vchans = [ "..." ]              # kept for vchan setup
 //	xen_libs = 1                    # run with shi's libxenevtchn/libxengnttab
 //	console = "direct"              # the program drives its console ring (default "pty")
@@ -226,7 +226,11 @@ func (c *Config) set(key string, v value) error {
 		n, err = num(1, 512)
 		c.VCPUs = int(n)
 	case "disks", "disk":
-		c.Disks, err = strs()
+		if c.Disks, err = strs(); err == nil {
+			if e := checkDisks(c.Disks); e != nil {
+				err = bad("%v", e)
+			}
+		}
 	case "vchans", "vchan":
 		c.Vchans, err = strs()
 	case "grant_frames", "max_grant_frames":

@@ -78,6 +78,7 @@ func (m *Manager) exited(r *running, st ExitStatus) {
 		m.mu.Unlock()
 	}()
 	m.hv.RemoveDomain(abi.DomID(r.dom.ID))
+	m.removeRunDir(r.dom.ID, r.cfg)
 	restart := !fenced && st.Crashed() && r.cfg.OnCrash == OnCrashRestart
 	switch {
 	case fenced:

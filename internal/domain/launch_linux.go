@@ -28,6 +28,11 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		return err
 	}
 	env = append(env, xen...) // after cfg.Env: the last of a name wins
+	disks, err := m.diskEnv(d, cfg, console)
+	if err != nil {
+		return err
+	}
+	env = append(env, disks...)
 	env = append(env,
 		EnvXenstore+"="+m.cfg.XenstoreSocket,
 		EnvAgent+"="+m.cfg.APIURL,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -146,6 +147,11 @@ type Manager struct {
 	closed    bool
 
 	wg sync.WaitGroup // exit watchers
+
+	// The runtime directory of the domains' disk sockets (diskenv_linux.go).
+	runOnce sync.Once
+	run     string
+	runErr  error
 }
 
 // NewManager returns a manager with no domains.
@@ -251,6 +257,9 @@ func (m *Manager) createHere(ctx context.Context, cfg *Config, spec Spec) (direc
 		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
 	if _, err := m.xenLibsEnv(cfg); err != nil {
+		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
+	}
+	if err := diskConflict(m.cfg.Replica, m.cfg.Host, cfg); err != nil {
 		return directory.Domain{}, fmt.Errorf("domain %q: %w", cfg.Name, err)
 	}
 	// A Destroy that finds the domain in the directory before its
@@ -420,6 +429,10 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.runOnce.Do(func() {}) // waits for a launch making it
+	if m.run != "" {
+		os.RemoveAll(m.run)
+	}
 }
 
 func newUUID() string {
