@@ -71,8 +71,12 @@ func FuzzSession(f *testing.F) {
 	f.Add(fuzzSession([][2]any{opt(NBD_OPT_INFO, infoData("d", 0, 1, 2, 3)),
 		opt(NBD_OPT_LIST_META_CONTEXT, metaData("d")), opt(NBD_OPT_EXPORT_NAME, []byte("d"))},
 		appendRequest(nil, Request{Type: NBD_CMD_FLUSH})))
+	f.Add(fuzzSession([][2]any{opt(NBD_OPT_GO, infoData("a")), opt(NBD_OPT_GO, infoData("a", NBD_INFO_BLOCK_SIZE))},
+		appendRequest(nil, Request{Type: NBD_CMD_READ, Offset: 100, Length: 512}),
+		appendRequest(nil, Request{Type: NBD_CMD_READ, Offset: 512, Length: 512})))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s, err := NewServer(Export{Name: "d", Backend: NewMem(1<<17, false)})
+		s, err := NewServer(Export{Name: "d", Backend: NewMem(1<<17, false)},
+			Export{Name: "a", Backend: NewMem(1<<17, false), MinBlock: 512, MultiConn: true})
 		if err != nil {
 			t.Fatal(err)
 		}

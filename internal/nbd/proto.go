@@ -62,15 +62,16 @@ const (
 	NBD_REP_INFO         = 3
 	NBD_REP_META_CONTEXT = 4
 
-	nbdRepErr            = 1 << 31
-	NBD_REP_ERR_UNSUP    = nbdRepErr | 1
-	NBD_REP_ERR_POLICY   = nbdRepErr | 2
-	NBD_REP_ERR_INVALID  = nbdRepErr | 3
-	NBD_REP_ERR_PLATFORM = nbdRepErr | 4
-	NBD_REP_ERR_TLS_REQD = nbdRepErr | 5
-	NBD_REP_ERR_UNKNOWN  = nbdRepErr | 6
-	NBD_REP_ERR_SHUTDOWN = nbdRepErr | 7
-	NBD_REP_ERR_TOO_BIG  = nbdRepErr | 9
+	nbdRepErr                   = 1 << 31
+	NBD_REP_ERR_UNSUP           = nbdRepErr | 1
+	NBD_REP_ERR_POLICY          = nbdRepErr | 2
+	NBD_REP_ERR_INVALID         = nbdRepErr | 3
+	NBD_REP_ERR_PLATFORM        = nbdRepErr | 4
+	NBD_REP_ERR_TLS_REQD        = nbdRepErr | 5
+	NBD_REP_ERR_UNKNOWN         = nbdRepErr | 6
+	NBD_REP_ERR_SHUTDOWN        = nbdRepErr | 7
+	NBD_REP_ERR_BLOCK_SIZE_REQD = nbdRepErr | 8
+	NBD_REP_ERR_TOO_BIG         = nbdRepErr | 9
 )
 
 // Information types in NBD_REP_INFO.

@@ -16,7 +16,25 @@ type Export struct {
 	Name        string
 	Description string
 	Backend     Backend
+	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN, which lets a client
+	// spread its requests over several connections and flush on any one.
+	// Set it only when a Flush through one connection makes every write
+	// completed on any connection durable: true of a Backend whose Flush
+	// covers all writes it has completed (Mem, File), since every
+	// connection to an export shares its one Backend; false of one that
+	// buffers per caller. Off by default, the safe answer.
+	MultiConn bool
+	// MinBlock is the smallest aligned unit the Backend accepts (a power
+	// of two up to 64 KiB; 0 means 1, any byte). Above 1 it is advertised
+	// in NBD_INFO_BLOCK_SIZE, a client that did not ask for block sizes
+	// is refused at GO (NBD_REP_ERR_BLOCK_SIZE_REQD), and a request not
+	// aligned to it fails with EINVAL before reaching the Backend. The
+	// export's size must be a multiple of it.
+	MinBlock uint32
 }
+
+// minBlock is the export's minimum block size, at least 1.
+func (e *Export) minBlock() uint32 { return max(e.MinBlock, 1) }
 
 // Server answers NBD clients for a fixed set of exports. The first export is
 // also the default one (the empty name).
@@ -38,6 +56,10 @@ func NewServer(exports ...Export) (*Server, error) {
 		}
 		if seen[e.Name] || len(e.Name) > maxString {
 			return nil, fmt.Errorf("nbd: bad or duplicate export name %q", e.Name)
+		}
+		if m := e.minBlock(); m&(m-1) != 0 || m > 64<<10 || e.Backend.Size()%int64(m) != 0 {
+			return nil, fmt.Errorf("nbd: export %q: minimum block %d is not a power of two up to 64 KiB dividing its size %d",
+				e.Name, e.MinBlock, e.Backend.Size())
 		}
 		seen[e.Name] = true
 	}
@@ -260,13 +282,17 @@ func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
 	b := binary.BigEndian.AppendUint16(nil, NBD_INFO_EXPORT)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.Backend.Size()))
 	info(binary.BigEndian.AppendUint16(b, c.transmissionFlagsFor(e)))
-	// Block sizes are always sent: any size works, 4 KiB is best.
+	// Block sizes are always sent: 4 KiB (or the minimum, if larger) is best.
+	minb := e.minBlock()
 	b = binary.BigEndian.AppendUint16(nil, NBD_INFO_BLOCK_SIZE)
-	b = binary.BigEndian.AppendUint32(b, 1)
-	b = binary.BigEndian.AppendUint32(b, 4096)
+	b = binary.BigEndian.AppendUint32(b, minb)
+	b = binary.BigEndian.AppendUint32(b, max(minb, 4096))
 	info(binary.BigEndian.AppendUint32(b, MaxPayload))
+	askedSizes := false
 	for _, t := range q.Infos {
 		switch t {
+		case NBD_INFO_BLOCK_SIZE:
+			askedSizes = true
 		case NBD_INFO_NAME:
 			info(append(binary.BigEndian.AppendUint16(nil, NBD_INFO_NAME), e.Name...))
 		case NBD_INFO_DESCRIPTION:
@@ -274,6 +300,12 @@ func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
 				info(append(binary.BigEndian.AppendUint16(nil, NBD_INFO_DESCRIPTION), e.Description...))
 			}
 		}
+	}
+	if opt == NBD_OPT_GO && minb > 1 && !askedSizes {
+		// A client that does not know the alignment would send requests
+		// the backend must refuse; proto.md lets us refuse it instead.
+		return false, c.optReply(opt, NBD_REP_ERR_BLOCK_SIZE_REQD,
+			[]byte(fmt.Sprintf("export %q needs requests aligned to %d bytes: ask for NBD_INFO_BLOCK_SIZE", e.Name, minb)))
 	}
 	if err := c.optReply(opt, NBD_REP_ACK, nil); err != nil {
 		return false, err
@@ -326,6 +358,9 @@ func (c *conn) transmissionFlagsFor(e *Export) uint16 {
 	}
 	if c.structured {
 		f |= NBD_FLAG_SEND_DF
+	}
+	if e.MultiConn {
+		f |= NBD_FLAG_CAN_MULTI_CONN
 	}
 	return f
 }

@@ -80,6 +80,12 @@ func (c *conn) check(req Request, size uint64, ro bool) *reqError {
 	off, n := req.Offset, uint64(req.Length)
 	inRange := off <= size && n <= size-off
 	switch req.Type {
+	case NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_TRIM, NBD_CMD_WRITE_ZEROES:
+		if m := uint64(c.exp.minBlock()); off%m != 0 || n%m != 0 {
+			return errf(NBD_EINVAL, "%d+%d is not aligned to the export's %d-byte blocks", off, n, m)
+		}
+	}
+	switch req.Type {
 	case NBD_CMD_READ:
 		if n > MaxPayload {
 			return errf(NBD_EINVAL, "read of %d bytes exceeds %d", n, MaxPayload)
