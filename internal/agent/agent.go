@@ -85,6 +85,8 @@ type agent struct {
 
 	// consoles are the driver domain's console back ends, once it runs.
 	consoles atomic.Pointer[console.Service]
+	// exports are this host's disk exports (disks.go).
+	exports exports
 
 	// Cluster mode only.
 	node    *directory.Node
@@ -171,10 +173,14 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
-		a.startDriver(ctx) // this host's driver domain: the console back ends
+		a.startDriver(ctx) // this host's driver domain: the console and disk back ends
+	}()
+	go func() {
+		defer wg.Done()
+		a.syncExports(ctx)
 	}()
 	go func() {
 		defer wg.Done()

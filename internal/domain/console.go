@@ -37,11 +37,7 @@ const driverWait = 5 * time.Second
 func (m *Manager) consoleBackend(ctx context.Context, cfg *Config) (drv directory.Domain, ok bool, err error) {
 	host := cfg.ConsoleBackend
 	if host == "" {
-		d, ok := DriverDomain(m.cfg.Replica, m.cfg.Host)
-		for wait := time.Now().Add(driverWait); !ok && m.cfg.ConsoleHelper != "" && time.Now().Before(wait) && ctx.Err() == nil; {
-			time.Sleep(20 * time.Millisecond)
-			d, ok = DriverDomain(m.cfg.Replica, m.cfg.Host)
-		}
+		d, ok := m.driverOf(ctx, m.cfg.Host)
 		if !ok && m.cfg.ConsoleHelper != "" {
 			m.log.Warn("no driver domain on this host yet: the domain has no console", "name", cfg.Name)
 		}
@@ -52,6 +48,18 @@ func (m *Manager) consoleBackend(ctx context.Context, cfg *Config) (drv director
 		return d, false, fmt.Errorf("console_backend %q: no such host, or it has no driver domain running", host)
 	}
 	return d, true, nil
+}
+
+// driverOf finds host's driver domain. This host's agent makes its own
+// as it starts (when it runs domains' helpers): a domain created
+// meanwhile waits for it, a little.
+func (m *Manager) driverOf(ctx context.Context, host string) (directory.Domain, bool) {
+	d, ok := DriverDomain(m.cfg.Replica, host)
+	for wait := time.Now().Add(driverWait); !ok && host == m.cfg.Host && m.cfg.ConsoleHelper != "" && time.Now().Before(wait) && ctx.Err() == nil; {
+		time.Sleep(20 * time.Millisecond)
+		d, ok = DriverDomain(m.cfg.Replica, host)
+	}
+	return d, ok
 }
 
 // consoleKeys are the XenStore commands that set up id's console

@@ -1,13 +1,16 @@
 package domain
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"path"
 	"strings"
 
+	"shi/internal/devices/blkif"
 	"shi/internal/directory"
+	"shi/internal/xenstore"
 )
 
 // Disk is one entry of a config's disks list:
@@ -55,8 +58,8 @@ func ParseDisk(s string) (Disk, error) {
 			}
 			d.Path = v
 		case "dev", "vdev":
-			if !validDev(v) {
-				return d, fmt.Errorf("dev %q: want a Xen disk name, xvda to xvdzz", v)
+			if _, err := blkif.DevID(v); err != nil || strings.ContainsAny(v, "0123456789") {
+				return d, fmt.Errorf("dev %q: want a Xen disk name (xvda, xvdb, ... xvdaa ...)", v)
 			}
 			d.Dev = v
 		case "mode", "access":
@@ -85,21 +88,6 @@ func ParseDisk(s string) (Disk, error) {
 		return d, fmt.Errorf("want at least path= and dev=")
 	}
 	return d, nil
-}
-
-// validDev accepts xvd names with one or two letters (xvda … xvdzz), the
-// ones Xen's virtual-device numbering covers.
-func validDev(s string) bool {
-	l, ok := strings.CutPrefix(s, "xvd")
-	if !ok || len(l) < 1 || len(l) > 2 {
-		return false
-	}
-	for _, r := range l {
-		if r < 'a' || r > 'z' {
-			return false
-		}
-	}
-	return true
 }
 
 // ParsedDisks returns the config's disks, parsed (ParseConfig checked
@@ -168,3 +156,21 @@ func diskConflict(r *directory.Replica, host string, cfg *Config) error {
 // ErrDiskInUse means a disk is already served to another domain in a way
 // that excludes the one asked for.
 var ErrDiskInUse = errors.New("a disk is served writable to one domain at most")
+
+// diskKeys are the XenStore commands for cfg's disks: each is served by
+// the driver domain of its host, which must be running.
+func (m *Manager) diskKeys(ctx context.Context, id uint32, cfg *Config) ([]xenstore.Command, error) {
+	var ops []xenstore.Command
+	for _, k := range cfg.ParsedDisks(m.cfg.Host) {
+		drv, ok := m.driverOf(ctx, k.Host)
+		if !ok {
+			return nil, fmt.Errorf("disk %s: host %q has no driver domain running (no such host, or its agent is not up)", k.Dev, k.Host)
+		}
+		c, err := blkif.Keys(id, drv.ID, blkif.Spec{Dev: k.Dev, Path: k.Path, Writable: k.Writable()})
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, c...)
+	}
+	return ops, nil
+}

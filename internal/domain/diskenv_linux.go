@@ -104,3 +104,28 @@ func (m *Manager) removeRunDir(id uint32, cfg *Config) {
 		os.RemoveAll(dir)
 	}
 }
+
+// DiskInfo is a disk of a domain with where its host serves it.
+type DiskInfo struct {
+	Disk
+	// Socket is the NBD socket on the domain's host; "" when the
+	// domain's program is its disks' front end itself (console = "direct").
+	Socket string
+}
+
+// Disks lists d's disks. Sockets are known for domains of this host.
+func (m *Manager) Disks(d directory.Domain) ([]DiskInfo, error) {
+	cfg, _, err := configOf(d)
+	if err != nil {
+		return nil, fmt.Errorf("domain %d: its config: %w", d.ID, err)
+	}
+	var out []DiskInfo
+	for _, k := range cfg.ParsedDisks(d.Host) {
+		di := DiskInfo{Disk: k}
+		if d.Host == m.cfg.Host && m.usesConsoleHelper(cfg) {
+			di.Socket, _ = m.DiskSocket(d.ID, k.Dev)
+		}
+		out = append(out, di)
+	}
+	return out, nil
+}

@@ -62,6 +62,11 @@ func (m *Manager) writeKeys(ctx context.Context, d directory.Domain, cfg *Config
 	if ok {
 		ops = append(ops, consoleKeys(id, drv.ID, cfg)...)
 	}
+	disks, err := m.diskKeys(ctx, id, cfg)
+	if err != nil {
+		return false, err
+	}
+	ops = append(ops, disks...)
 
 	idx, resp, err := m.cfg.Committer.Commit(ctx, directory.XenstoreEntry(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}))
 	if err != nil {
