@@ -1,0 +1,35 @@
+// Package blkback is the back end of Xen virtual block devices (blkif,
+// spec/xen-abi.md §6) for a shi driver domain: Service watches the
+// driver's back-end directory (/local/domain/<driver>/backend/vbd/<fe>/<devid>),
+// which the toolstack writes (internal/devices/blkif.Keys), opens each
+// disk's image file, and serves the front end's ring.
+//
+// The handshake is xenbus's: the back end opens the image (flock'ed, so
+// a file is never served writable to two front ends), publishes its
+// features and goes to InitWait (2); once the front end is Initialised
+// (3) it maps the ring and binds the event channel, publishes the disk's
+// size and goes to Connected (4). A failure is written for a person to
+// the back-end directory's error key, with state Closed (6). When the
+// front end closes (5 or 6), its domain dies or its directory goes, the
+// back end lets requests in flight finish, flushes the store, closes the
+// file (releasing its lock) and writes Closed; a front end that returns
+// to Initialising (1) gets a new session.
+//
+// Requests are copied out of the ring and validated by Parse, a pure
+// function fuzzed in fuzz_test.go: a malformed request is answered
+// BLKIF_RSP_ERROR (or EOPNOTSUPP), never acted on. Data pages are the
+// front end's grants, mapped on first use and kept while the front end
+// offers feature-persistent (as Linux blkback does); reads go straight
+// from the store into the mapped page. FLUSH_DISKCACHE is answered only
+// after the store's Flush (fdatasync) returned; a flush with segments
+// writes them first.
+//
+// Built only on guest/ (DESIGN.md §2): the back end is a domain like any
+// other, so a front end on another host works through the memory model
+// of docs/memory-model.md. Every page the back end maps is declared
+// Explicit and each write to it reported (responses, indices, read
+// data), so a release ships exactly those bytes.
+//
+// CrashStore is a store that forgets unflushed writes on a simulated
+// crash, to test that flushes reach stable storage.
+package blkback
