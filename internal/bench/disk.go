@@ -1,0 +1,530 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"shi/api"
+	"shi/internal/nbd"
+)
+
+// The disk benchmark: fio (its nbd engine) against a domain's disk,
+// through the NBD socket the domain's disk is served on, and against
+// nbdkit's file plugin serving the same image file, in one run.
+
+// DiskConfig is "shi bench disk".
+type DiskConfig struct {
+	// API is the agent's URL; empty runs no domain (the harness alone:
+	// shi's NBD server on the file against the baselines).
+	API string
+	// Hosts are the domain's host and its disk's host (the back end);
+	// two different ones make the disk remote. Empty: the agent's host
+	// (placement decides) for both.
+	Hosts [2]string
+	// Image is the raw image file; it is made (Size bytes of data) when
+	// missing, and removed afterwards only if made here.
+	Image string
+	Size  int64
+	// Runtime is each fio run's length; Runs the rounds, each running
+	// every workload on every path, in alternating order.
+	Runtime time.Duration
+	Runs    int
+	// NbdkitURI, if set, is an nbdkit already serving Image (across hosts:
+	// on the back end's host, over TCP); otherwise one is started here on a
+	// Unix socket.
+	NbdkitURI string
+	// Workloads to run; nil: all of DiskWorkloads.
+	Workloads []DiskWorkload
+	// Fio, Nbdkit, QemuNBD are the programs (default: found in PATH; a
+	// missing qemu-nbd drops its row).
+	Fio, Nbdkit, QemuNBD string
+}
+
+// DiskWorkload is one fio job.
+type DiskWorkload struct {
+	Name    string // the row's name
+	RW      string // fio's rw=
+	BS      string // fio's bs=
+	IODepth int
+	Seq     bool // report MB/s rather than IOPS
+}
+
+// DiskWorkloads are the rows, the headline first.
+var DiskWorkloads = []DiskWorkload{
+	{Name: "4k randread QD32", RW: "randread", BS: "4k", IODepth: 32},
+	{Name: "4k randread QD1", RW: "randread", BS: "4k", IODepth: 1},
+	{Name: "4k randwrite QD32", RW: "randwrite", BS: "4k", IODepth: 32},
+	{Name: "1M read QD4", RW: "read", BS: "1M", IODepth: 4, Seq: true},
+	{Name: "1M write QD4", RW: "write", BS: "1M", IODepth: 4, Seq: true},
+}
+
+// FioResult is what one fio run measured, both directions summed.
+type FioResult struct {
+	IOPS     float64
+	BWBytes  float64 // bytes per second
+	IOs      int64
+	ClatMean time.Duration // mean completion latency
+}
+
+// ParseFio reads fio's --output-format=json output (which the nbd engine
+// prefixes with a line of its own) for its one job.
+func ParseFio(out []byte) (FioResult, error) {
+	i := bytes.IndexByte(out, '{')
+	if i < 0 {
+		return FioResult{}, fmt.Errorf("no JSON in fio's output: %q", firstLine(out))
+	}
+	type dir struct {
+		IOPS    float64 `json:"iops"`
+		BWBytes float64 `json:"bw_bytes"`
+		IOs     int64   `json:"total_ios"`
+		Clat    struct {
+			Mean float64 `json:"mean"` // ns
+		} `json:"clat_ns"`
+	}
+	var res struct {
+		Jobs []struct {
+			Error int `json:"error"`
+			Read  dir `json:"read"`
+			Write dir `json:"write"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out[i:], &res); err != nil {
+		return FioResult{}, fmt.Errorf("fio's JSON: %w", err)
+	}
+	if len(res.Jobs) != 1 {
+		return FioResult{}, fmt.Errorf("fio reported %d jobs, want 1", len(res.Jobs))
+	}
+	j := res.Jobs[0]
+	if j.Error != 0 {
+		return FioResult{}, fmt.Errorf("fio's job failed with error %d", j.Error)
+	}
+	r := FioResult{IOPS: j.Read.IOPS + j.Write.IOPS, BWBytes: j.Read.BWBytes + j.Write.BWBytes, IOs: j.Read.IOs + j.Write.IOs}
+	if r.IOs > 0 {
+		ns := (j.Read.Clat.Mean*float64(j.Read.IOs) + j.Write.Clat.Mean*float64(j.Write.IOs)) / float64(r.IOs)
+		r.ClatMean = time.Duration(ns)
+	}
+	if r.IOs == 0 {
+		return r, errors.New("fio did no I/O")
+	}
+	return r, nil
+}
+
+func firstLine(b []byte) string {
+	l, _, _ := bytes.Cut(b, []byte("\n"))
+	return string(l)
+}
+
+// fioArgs is the command line of one workload against uri.
+func fioArgs(w DiskWorkload, uri string, runtime time.Duration, size int64) []string {
+	return []string{
+		"--name=" + strings.ReplaceAll(w.Name, " ", "-"), "--ioengine=nbd", "--uri=" + uri,
+		"--rw=" + w.RW, "--bs=" + w.BS, "--iodepth=" + strconv.Itoa(w.IODepth),
+		"--size=" + strconv.FormatInt(size, 10),
+		"--time_based", "--runtime=" + strconv.FormatFloat(runtime.Seconds(), 'f', 3, 64) + "s",
+		"--randrepeat=0", "--norandommap", "--output-format=json",
+	}
+}
+
+// diskPath is one way to the image: a name for the table and an NBD URI.
+type diskPath struct {
+	name, uri string
+}
+
+func (c *DiskConfig) remote() bool {
+	return c.Hosts[0] != "" && c.Hosts[1] != "" && c.Hosts[0] != c.Hosts[1]
+}
+
+// RunDisk runs the benchmark and writes its table to w; the last line is
+// the headline ratio: the first workload through the first path (the
+// domain's disk; without an agent, shi's NBD server on the file) over
+// nbdkit's.
+func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
+	if cfg.Runtime <= 0 {
+		cfg.Runtime = 5 * time.Second
+	}
+	cfg.Runs = max(cfg.Runs, 1)
+	if cfg.Size <= 0 {
+		cfg.Size = 256 << 20
+	}
+	if cfg.Workloads == nil {
+		cfg.Workloads = DiskWorkloads
+	}
+	look := func(p *string, name string, need bool) error {
+		if *p != "" {
+			return nil
+		}
+		found, err := exec.LookPath(name)
+		if err != nil && need {
+			return fmt.Errorf("%s not found (scripts/deps.sh installs it): %w", name, err)
+		}
+		*p = found
+		return nil
+	}
+	if err := look(&cfg.Fio, "fio", true); err != nil {
+		return err
+	}
+	if err := look(&cfg.Nbdkit, "nbdkit", cfg.NbdkitURI == ""); err != nil {
+		return err
+	}
+	if cfg.remote() {
+		if cfg.NbdkitURI == "" {
+			return errors.New("a remote disk needs -nbdkit: the URI of an nbdkit serving the image on the disk's host")
+		}
+		if cfg.API == "" {
+			return errors.New("a remote disk needs the agent")
+		}
+	}
+	if !cfg.remote() {
+		look(&cfg.QemuNBD, "qemu-nbd", false)
+	}
+
+	dir, err := os.MkdirTemp("", "shi-bench-disk.")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	// A domain's disk back end runs under a uid of its own: it must reach
+	// the image.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	if cfg.Image == "" {
+		cfg.Image = filepath.Join(dir, "disk.img")
+	}
+	if err := makeImage(cfg.Image, cfg.Size); err != nil {
+		return err
+	}
+	st, err := os.Stat(cfg.Image)
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var paths []diskPath
+
+	// (a) shi's path: a domain whose disk is the image.
+	if cfg.API != "" {
+		p, stop, err := startDiskDomain(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		paths = append(paths, p)
+	}
+	// shi's NBD server on the file, in this process (the same host only:
+	// it is a server, not a disk path).
+	if !cfg.remote() {
+		p, stop, err := serveFile(ctx, cfg.Image, filepath.Join(dir, "shi-nbd.sock"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+		paths = append(paths, p)
+	}
+	// (b) the ordinary path: nbdkit's file plugin on the same file.
+	nbdkit := diskPath{name: "nbdkit file", uri: cfg.NbdkitURI}
+	if cfg.NbdkitURI == "" {
+		sock := filepath.Join(dir, "nbdkit.sock")
+		stop, err := startServer(ctx, sock, cfg.Nbdkit, "--foreground", "--exit-with-parent", "-U", sock, "file", cfg.Image)
+		if err != nil {
+			return fmt.Errorf("nbdkit: %w", err)
+		}
+		defer stop()
+		nbdkit.uri = "nbd+unix:///?socket=" + sock
+	} else {
+		nbdkit.name += " (TCP)"
+	}
+	paths = append(paths, nbdkit)
+	if cfg.QemuNBD != "" {
+		sock := filepath.Join(dir, "qemu-nbd.sock")
+		stop, err := startServer(ctx, sock, cfg.QemuNBD, "--persistent", "--format=raw", "--cache=writeback", "-k", sock, cfg.Image)
+		if err != nil {
+			return fmt.Errorf("qemu-nbd: %w", err)
+		}
+		defer stop()
+		paths = append(paths, diskPath{name: "qemu-nbd", uri: "nbd+unix:///?socket=" + sock})
+	}
+
+	fmt.Fprintf(w, "fio (nbd engine) on a %d MiB image, %v per run, %d rounds (the median is reported); paths:\n", size>>20, cfg.Runtime, cfg.Runs)
+	for _, p := range paths {
+		fmt.Fprintf(w, "  %-22s %s\n", p.name, p.uri)
+	}
+	res := make([][][]FioResult, len(cfg.Workloads)) // [workload][path][run]
+	for i := range res {
+		res[i] = make([][]FioResult, len(paths))
+	}
+	for r := 0; r < cfg.Runs; r++ {
+		for i, wl := range cfg.Workloads {
+			for k := range paths {
+				// Alternate the order so neither path always runs first.
+				j := k
+				if r%2 == 1 {
+					j = len(paths) - 1 - k
+				}
+				out, err := runFio(ctx, cfg.Fio, fioArgs(wl, paths[j].uri, cfg.Runtime, size))
+				if err != nil {
+					return fmt.Errorf("%s through %s: %w", wl.Name, paths[j].name, err)
+				}
+				res[i][j] = append(res[i][j], out)
+			}
+		}
+	}
+
+	var t Table
+	t.W = w
+	head := []string{"workload"}
+	for _, p := range paths {
+		head = append(head, p.name)
+	}
+	t.Row(append(head, paths[0].name+" / nbdkit")...)
+	nk := len(paths) - 1
+	if cfg.QemuNBD != "" {
+		nk--
+	}
+	var headline float64
+	for i, wl := range cfg.Workloads {
+		row := []string{wl.Name}
+		vals := make([]float64, len(paths))
+		for j := range paths {
+			var xs []float64
+			var lat []time.Duration
+			for _, r := range res[i][j] {
+				if wl.Seq {
+					xs = append(xs, r.BWBytes/1e6)
+				} else {
+					xs = append(xs, r.IOPS)
+				}
+				lat = append(lat, r.ClatMean)
+			}
+			vals[j] = medianF(xs)
+			if wl.Seq {
+				row = append(row, fmt.Sprintf("%.0f MB/s", vals[j]))
+			} else {
+				row = append(row, fmt.Sprintf("%.0f iops (%s)", vals[j], micros(median(lat))))
+			}
+		}
+		ratio := vals[0] / vals[nk]
+		if i == 0 {
+			headline = ratio
+		}
+		row = append(row, fmt.Sprintf("%.2f", ratio))
+		t.Row(row...)
+	}
+	t.Flush()
+	h := cfg.Workloads[0].Name
+	switch {
+	case cfg.API == "":
+		h = "shi nbd file " + h
+	case cfg.remote():
+		h = "remote disk " + h
+	default:
+		h = "disk " + h
+	}
+	fmt.Fprintf(w, "%s iops / nbdkit iops = %.2f\n", h, headline)
+	return nil
+}
+
+func micros(d time.Duration) string {
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
+// makeImage fills a new image of size bytes with data (not holes, which
+// servers answer without reading) that does not compress to nothing. An
+// existing image is left as it is.
+func makeImage(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// The mode is not left to the umask: the back end's uid writes it.
+	if err := f.Chmod(0o666); err != nil {
+		f.Close()
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	var x uint64 = 0x9e3779b97f4a7c15
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		for i := 0; i+8 <= len(buf); i += 8 {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			buf[i], buf[i+1], buf[i+2], buf[i+3] = byte(x), byte(x>>8), byte(x>>16), byte(x>>24)
+			buf[i+4], buf[i+5], buf[i+6], buf[i+7] = byte(x>>32), byte(x>>40), byte(x>>48), byte(x>>56)
+		}
+		n := min(int64(len(buf)), size-off)
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// runFio runs fio and parses its figures; a failure says what fio said.
+func runFio(ctx context.Context, fio string, args []string) (FioResult, error) {
+	cmd := exec.CommandContext(ctx, fio, args...)
+	cmd.Dir = os.TempDir()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return FioResult{}, fmt.Errorf("fio: %w: %s%s", err, strings.TrimSpace(stderr.String()), tail(out))
+	}
+	return ParseFio(out)
+}
+
+func tail(b []byte) string {
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	if len(b) == 0 {
+		return ""
+	}
+	return "\n" + string(b)
+}
+
+// startServer starts an NBD server program that listens on the Unix
+// socket sock, and waits until it accepts.
+func startServer(ctx context.Context, sock, prog string, args ...string) (stop func(), err error) {
+	cmd := exec.CommandContext(ctx, prog, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop = func() {
+		cmd.Process.Kill()
+		<-exited
+	}
+	if err := waitSocket(ctx, sock, exited, 10*time.Second); err != nil {
+		stop()
+		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return stop, nil
+}
+
+// waitSocket waits until a Unix socket accepts a connection.
+func waitSocket(ctx context.Context, sock string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not accept within %v: %w", sock, timeout, err)
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before serving")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// serveFile serves the image with internal/nbd in this process.
+func serveFile(ctx context.Context, image, sock string) (diskPath, func(), error) {
+	f, err := nbd.OpenFile(image, false)
+	if err != nil {
+		return diskPath{}, nil, err
+	}
+	s, err := nbd.NewServer(nbd.Export{Name: "disk", Backend: f, MultiConn: true})
+	if err != nil {
+		f.Close()
+		return diskPath{}, nil, err
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		f.Close()
+		return diskPath{}, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	return diskPath{name: "shi nbd file", uri: "nbd+unix:///disk?socket=" + sock}, func() {
+		cancel()
+		<-done
+		f.Close()
+	}, nil
+}
+
+// startDiskDomain creates a domain whose disk xvda is the image (on the
+// disk's host) and returns the NBD socket its disk is served on, on the
+// domain's host (this one).
+func startDiskDomain(ctx context.Context, cfg DiskConfig) (diskPath, func(), error) {
+	c := api.NewClient(cfg.API)
+	disk := fmt.Sprintf("path=%s,dev=xvda,mode=w", cfg.Image)
+	if cfg.Hosts[1] != "" {
+		disk = "host=" + cfg.Hosts[1] + "," + disk
+	}
+	name := fmt.Sprintf("bench-disk-%d", os.Getpid())
+	// The domain only has to live: its console helper serves the disk.
+	text := fmt.Sprintf("name = %q\ncmd = \"/bin/sleep\"\nargs = [\"infinity\"]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\ndisks = [%q]\n", name, disk)
+	d, err := c.CreateDomain(ctx, api.DomainSpec{Config: text, Node: cfg.Hosts[0]})
+	if err != nil {
+		return diskPath{}, nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	id := strconv.Itoa(int(d.ID))
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c.DestroyDomain(ctx, id)
+	}
+	fail := func(err error) (diskPath, func(), error) {
+		stop()
+		return diskPath{}, nil, fmt.Errorf("domain %s (id %d on %s): %w", name, d.ID, d.Host, err)
+	}
+	var sock string
+	deadline := time.Now().Add(60 * time.Second)
+	for sock == "" {
+		ds, err := c.Disks(ctx, id)
+		if err != nil {
+			return fail(err)
+		}
+		for _, x := range ds {
+			if x.Dev == "xvda" {
+				sock = x.Socket
+			}
+		}
+		if sock != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("no socket for its disk xvda within 60 s: %+v", ds))
+		}
+		select {
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := waitSocket(ctx, sock, nil, time.Until(deadline)+5*time.Second); err != nil {
+		return fail(fmt.Errorf("its disk xvda: %w", err))
+	}
+	n := "shi disk"
+	if cfg.remote() {
+		n = "shi remote disk"
+	}
+	return diskPath{name: n, uri: "nbd+unix:///xvda?socket=" + sock}, stop, nil
+}
