@@ -6,6 +6,7 @@
 #
 #   scripts/bench-remote.sh [evtchn|ring|all]   (default all; root; ~4 min)
 #   scripts/bench-remote.sh vchan               (not part of all)
+#   scripts/bench-remote.sh disk                (not part of all; ~3 min)
 #   RUNS=5 scripts/bench-remote.sh              more rounds (default 3)
 #
 # evtchn: "shi bench evtchn -hosts h0,h1" (an event round trip between a
@@ -19,6 +20,15 @@
 # vchan: "shi bench vchan -hosts h0,h1" (1 GiB from a domain on h1 to one
 #   on h0 through guest/vchan with 1 MiB rings in 64 KiB writes, then
 #   16-byte round trips) against the same TCP stream and ping-pong.
+# disk: "shi bench disk -hosts h0,h1": fio's nbd engine on h0 through the
+#   NBD socket of a domain on h0 whose disk's back end is on h1 (a remote
+#   disk) against the same fio on h0 through nbdkit's file plugin serving
+#   the same image on h1 over TCP; 4k random reads at queue depth 32 (the
+#   headline) and 1, 4k random writes, 1 MiB sequential reads and writes.
+#   One phase (no fault hook, no delay); the last line (goal: at least 0.8) is
+#     remote disk 4k randread QD32 iops / nbdkit iops = X
+#   Knobs: DISK_MIB (the image, 256), DISK_RUNTIME (each fio run, 5s),
+#   RUNS (rounds, 3).
 #
 # Each runs in two phases. First between agents without the fault hook:
 # the links are the TCP sockets the agents hand to the domains, the path
@@ -56,9 +66,9 @@ die() { echo "bench-remote: $*" >&2; exit 1; }
 
 what=${1:-all}
 case $what in
-evtchn | ring | vchan | all) ;;
+evtchn | ring | vchan | disk | all) ;;
 -h | --help | help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;;
-*) die "unknown benchmark '$what' (evtchn, ring, vchan or all)" ;;
+*) die "unknown benchmark '$what' (evtchn, ring, vchan, disk or all)" ;;
 esac
 [[ $(id -u) -eq 0 ]] || die "test hosts need root (network namespaces)"
 command -v ip >/dev/null || die "needs ip (iproute2)"
@@ -307,6 +317,33 @@ phase() {
 }
 
 : >"$LOG"
+if [[ $what == disk ]]; then
+	ip1=10.77.0.2
+	nbdport=10810 # not 10809, shi disk export's default
+	command -v nbdkit >/dev/null || die "needs nbdkit (scripts/deps.sh)"
+	img=$work/disk.img
+	head -c "$((${DISK_MIB:-256} << 20))" /dev/urandom >"$img"
+	chmod 666 "$img" # the back end's driver domain runs under a uid of its own
+	echo "starting two agents on test hosts $ns0 and $ns1"
+	start_cluster
+	in_ns "$ns1" nbdkit --foreground -i "$ip1" -p "$nbdport" file "$img" >"$work/nbdkit.log" 2>&1 &
+	pids[nbdkit]=$!
+	for i in $(seq 100); do
+		in_ns "$ns0" nbdinfo --size "nbd://$ip1:$nbdport/" >/dev/null 2>&1 && break
+		kill -0 "${pids[nbdkit]}" 2>/dev/null || { cat "$work/nbdkit.log" >&2; die "nbdkit exited"; }
+		[[ $i -lt 100 ]] || { cat "$work/nbdkit.log" >&2; die "nbdkit does not serve on $ip1:$nbdport"; }
+		sleep 0.1
+	done
+	rc=0
+	in_ns "$ns0" "${env0[@]}" "$shi" bench disk -hosts h0,h1 -image "$img" -nbdkit "nbd://$ip1:$nbdport/" \
+		-runs "$RUNS" -runtime "${DISK_RUNTIME:-5s}" >"$work/out" 2>&1 || rc=$?
+	cat "$work/out" >>"$LOG"
+	[[ $rc -eq 0 ]] || { cat "$work/out" >&2; fail_agents "shi bench disk failed ($rc)"; }
+	echo
+	echo "a remote disk (domain on h0, back end on h1) vs nbdkit on h1 over TCP, fio on h0 (log: $LOG)"
+	cat "$work/out"
+	exit 0
+fi
 start_tcp_server
 echo "starting two agents (no fault hook) on test hosts $ns0 and $ns1"
 start_cluster
