@@ -343,6 +343,10 @@ func (d *Disk) completer() {
 		if n > 0 {
 			continue
 		}
+		if d.evt.PeerGone(d.port) {
+			d.fail(fmt.Errorf("%w (dom%d's event channel closed: its domain or host went away)", ErrBackendGone, d.be))
+			continue
+		}
 		if d.busy() && ring.Spin(SpinFor, d.ready) {
 			continue
 		}
