@@ -73,7 +73,7 @@ func Open(hvc *hv.Conn, xsc *xs.Client, dev string) (*Disk, error) {
 // sectors, sector-size, info and the features, grants the pool of data
 // pages and goes to Connected. A back end that gives up (state Closed,
 // with its error key) fails Open with its message.
-func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (d *Disk, err error) {
+func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (_ *Disk, err error) {
 	opts.setDefaults()
 	devid, err := blkif.DevID(dev)
 	if err != nil {
@@ -91,7 +91,7 @@ func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (d *Dis
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
 	defer cancel()
-	d = &Disk{dev: dev, xs: xsc, fdir: fdir, bdir: bdir, be: evtchn.DomID(be), opts: opts, g: gnttab.Open(hvc),
+	d := &Disk{dev: dev, xs: xsc, fdir: fdir, bdir: bdir, be: evtchn.DomID(be), opts: opts, g: gnttab.Open(hvc),
 		completerDone: make(chan struct{})}
 	d.cond = sync.NewCond(&d.mu)
 	var undo []func()
@@ -100,7 +100,6 @@ func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (d *Dis
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			d = nil
 		}
 	}()
 	if err := d.waitBackend(ctx, "InitWait", func(s blkif.State) bool { return s >= blkif.StateInitWait }); err != nil {
