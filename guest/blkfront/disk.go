@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -364,6 +365,9 @@ func (d *Disk) completer() {
 			d.fail(fmt.Errorf("%w (dom%d's event channel closed: its domain or host went away)", ErrBackendGone, d.be))
 			continue
 		}
+		// The callers just answered wait in this P's run queue: let them
+		// run before a wait that may hold the P (evtchn.HotWait).
+		runtime.Gosched()
 		p, err := d.evt.Wait(-1)
 		if err != nil {
 			d.fail(fmt.Errorf("%w (event channel: %v)", ErrBackendGone, err))
