@@ -102,6 +102,9 @@ func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (_ *Dis
 			}
 		}
 	}()
+	if err := d.newSession(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.waitBackend(ctx, "InitWait", func(s blkif.State) bool { return s >= blkif.StateInitWait }); err != nil {
 		return nil, err
 	}
@@ -165,6 +168,27 @@ func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (_ *Dis
 	return d, nil
 }
 
+// newSession starts again a disk this domain opened before (and
+// closed): the front end goes back to Initialising, and the back end's
+// Closed from the last session is not a refusal of this one; Open waits
+// for the back end to leave it.
+func (d *Disk) newSession(ctx context.Context) error {
+	s, err := blkif.ReadState(d.xs, d.fdir)
+	if err != nil {
+		return fmt.Errorf("blkfront: %s: %w", d.dev, err)
+	}
+	if s == blkif.StateInitialising || s == blkif.StateUnknown {
+		return nil
+	}
+	if err := blkif.WriteState(d.xs, d.fdir, blkif.StateInitialising); err != nil {
+		return err
+	}
+	if _, err := blkif.WaitState(ctx, d.xs, d.bdir, func(s blkif.State) bool { return !s.Closing() }); err != nil {
+		return fmt.Errorf("blkfront: %s: the back end did not start a new session: %w (its error: %q)", d.dev, err, blkif.ReadError(d.xs, d.bdir))
+	}
+	return nil
+}
+
 // waitBackend waits for the back end's state to satisfy ok; a back end
 // that closes meanwhile fails it with the back end's error key.
 func (d *Disk) waitBackend(ctx context.Context, what string, ok func(blkif.State) bool) error {
@@ -198,6 +222,18 @@ func (d *Disk) publish(order int) error {
 		}
 	}
 	err := d.xs.Transaction(func(t *xs.Tx) error {
+		// The ring keys of an earlier session, whatever their form, go.
+		names, err := t.Directory(d.fdir)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, blkif.KeyRingRef) || n == blkif.KeyRingPageOrder {
+				if err := t.Rm(d.fdir + "/" + n); err != nil && !errors.Is(err, syscall.ENOENT) {
+					return err
+				}
+			}
+		}
 		for _, p := range kv {
 			if err := t.Write(d.fdir+"/"+p[0], []byte(p[1])); err != nil {
 				return err
