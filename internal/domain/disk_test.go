@@ -3,6 +3,8 @@ package domain
 import (
 	"strings"
 	"testing"
+
+	"shi/internal/devices/disknbd"
 )
 
 func TestParseDisk(t *testing.T) {
@@ -51,5 +53,18 @@ func TestConfigDisks(t *testing.T) {
 	ds := c.ParsedDisks("h1")
 	if len(ds) != 2 || ds[0].Host != "h1" || ds[1].Host != "h2" || ds[1].Writable() || !ds[0].Writable() {
 		t.Fatalf("ParsedDisks = %+v", ds)
+	}
+}
+
+func TestDiskURI(t *testing.T) {
+	for _, sock := range []string{"/run/shi/domains-h1-1/7/xvda.sock", "/run/shi/domains-a&b#c+d e?f%g;h-1/7/xvda.sock"} {
+		u := DiskURI("xvda", sock)
+		got, err := disknbd.ParseURI(u)
+		if err != nil || got.Socket != sock || got.Dev != "xvda" {
+			t.Errorf("DiskURI(%q) = %q, read back as %+v, %v", sock, u, got, err)
+		}
+	}
+	if u := DiskURI("xvda", "/run/x.sock"); u != "nbd+unix:///xvda?socket=/run/x.sock" {
+		t.Errorf("DiskURI = %q", u)
 	}
 }

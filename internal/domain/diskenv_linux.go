@@ -2,7 +2,6 @@ package domain
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,10 +61,14 @@ func (m *Manager) DiskSocket(id uint32, dev string) (string, error) {
 	return filepath.Join(dir, dev+".sock"), nil
 }
 
-// DiskURI is the NBD URI of a disk served on socket.
+// DiskURI is the NBD URI of a disk served on socket. The path keeps its
+// slashes, as people write these URIs; what a query would misread is
+// escaped.
 func DiskURI(dev, socket string) string {
-	return "nbd+unix:///" + dev + "?socket=" + url.QueryEscape(socket)
+	return "nbd+unix:///" + dev + "?socket=" + uriEscaper.Replace(socket)
 }
+
+var uriEscaper = strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", "+", "%2B", " ", "%20", "?", "%3F", ";", "%3B")
 
 // diskEnv makes d's runtime directory and names its disks' sockets in
 // its environment. Only programs under the console helper get them:
