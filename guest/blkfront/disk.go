@@ -453,6 +453,7 @@ func (d *Disk) Close() error {
 func (d *Disk) close() error {
 	d.mu.Lock()
 	d.closed = true
+	d.cond.Broadcast() // submitters waiting for room give up
 	t := time.AfterFunc(d.opts.CloseTimeout, func() { d.fail(ErrClosed) })
 	for d.err == nil && d.q.busy > 0 {
 		d.cond.Wait()
