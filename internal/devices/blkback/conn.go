@@ -1,0 +1,361 @@
+package blkback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"shi/guest/evtchn"
+	"shi/guest/gnttab"
+	"shi/guest/hv"
+	gring "shi/guest/ring"
+	"shi/internal/abi"
+	"shi/internal/nbd"
+	"shi/internal/ring"
+)
+
+// MaxPersistentGrants bounds the data and indirect pages a back end keeps
+// mapped for one front end (Linux's max_persistent_grants is 1056); past
+// it, pages are mapped for one request.
+const MaxPersistentGrants = 4096
+
+// ErrPeerGone means the front end's domain (or its host) went away.
+var ErrPeerGone = errors.New("blkback: the front end is gone")
+
+// conn serves one connected front end's ring. Lock order: ringMu, then
+// rspMu is never held with it; grantMu is a leaf.
+type conn struct {
+	log        *slog.Logger
+	fe         evtchn.DomID
+	store      nbd.Backend
+	geo        Geometry
+	persistent bool
+
+	evt        *evtchn.Handle
+	port, kick evtchn.Port
+	g          *gnttab.Handle
+	ringMap    *gnttab.Mapping
+	sh         []byte // the shared ring pages
+
+	// ringMu guards back: requests are consumed by the loop and responses
+	// produced by whichever request finishes.
+	ringMu sync.Mutex
+	back   *ring.Back
+
+	// rspMu guards done and pushing: finished requests wait in done for
+	// the one goroutine that is pushing responses (pushing), which takes
+	// them in batches, so a burst of completions costs one push and at
+	// most one event.
+	rspMu   sync.Mutex
+	done    []abi.BlkifResponse
+	pushing bool
+
+	// grantMu guards grants: the front end's persistent pages, mapped on
+	// first use and kept until the connection ends.
+	grantMu sync.Mutex
+	grants  map[gnttab.Ref]*gnttab.Mapping
+
+	inflight sync.WaitGroup
+}
+
+// ringSetup is what the front end published for its ring.
+type ringSetup struct {
+	refs       []gnttab.Ref
+	port       evtchn.Port
+	persistent bool
+}
+
+// connect maps the front end's ring and binds its event channel.
+func connect(hvc *hv.Conn, fe uint32, rs ringSetup, store nbd.Backend, geo Geometry, log *slog.Logger) (c *conn, err error) {
+	evt, err := evtchn.Open(hvc)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			evt.Close()
+		}
+	}()
+	port, err := evt.BindInterdomain(evtchn.DomID(fe), rs.port)
+	if err != nil {
+		return nil, fmt.Errorf("bind the front end's event channel %d: %w", rs.port, err)
+	}
+	kick, err := evt.BindIPI()
+	if err != nil {
+		return nil, err
+	}
+	g := gnttab.Open(hvc)
+	m, err := g.Map(evtchn.DomID(fe), rs.refs, true)
+	if err != nil {
+		return nil, fmt.Errorf("map the front end's ring (grants %v): %w", rs.refs, err)
+	}
+	back, err := ring.NewBack(m.Bytes(), abi.BlkifRequestSize)
+	if err != nil {
+		g.Unmap(m)
+		return nil, fmt.Errorf("ring of %d pages: %w", len(rs.refs), err)
+	}
+	// Every write this end makes to the ring is reported: a release to a
+	// front end on another host ships only those bytes.
+	evt.Explicit(m.Bytes())
+	return &conn{log: log, fe: evtchn.DomID(fe), store: store, geo: geo, persistent: rs.persistent,
+		evt: evt, port: port, kick: kick, g: g, ringMap: m, sh: m.Bytes(), back: back,
+		grants: map[gnttab.Ref]*gnttab.Mapping{}}, nil
+}
+
+// run consumes requests until ctx ends, the front end goes or breaks the
+// ring. Requests are handled concurrently; run returns at once, and
+// close waits for them.
+func (c *conn) run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { c.evt.Notify(c.kick) })
+	defer stop()
+	entry := make([]byte, abi.BlkifRequestSize)
+	pending := func() bool {
+		c.evt.Acquire()
+		c.ringMu.Lock()
+		n, err := c.back.PendingRequests()
+		c.ringMu.Unlock()
+		return n > 0 || err != nil || ctx.Err() != nil
+	}
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.evt.Acquire()
+		got := false
+		for {
+			var slot []byte
+			var err error
+			c.ringMu.Lock()
+			c.evt.View(func() {
+				if slot, err = c.back.NextRequest(); slot != nil {
+					copy(entry, slot) // the front end may still change the slot
+				}
+			})
+			c.ringMu.Unlock()
+			if err != nil {
+				return fmt.Errorf("the front end broke its ring: %w", err)
+			}
+			if slot == nil {
+				break
+			}
+			got = true
+			c.dispatch(entry)
+		}
+		if got {
+			continue
+		}
+		if ring.Spin(gring.SpinFor, pending) {
+			continue
+		}
+		c.ringMu.Lock()
+		more, err := c.back.FinalCheckForRequests()
+		c.evt.Wrote(c.sh[abi.RING_REQ_EVENT : abi.RING_REQ_EVENT+4])
+		c.ringMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("the front end broke its ring: %w", err)
+		}
+		if more {
+			continue
+		}
+		if c.evt.PeerGone(c.port) || c.ringMap.Revoked() {
+			return ErrPeerGone
+		}
+		// Let the request goroutines this pass started run first: a
+		// wait blocks this thread with its P.
+		runtime.Gosched()
+		p, err := c.evt.Wait(time.Second) // a timeout re-checks PeerGone
+		if errors.Is(err, evtchn.ErrNoEvent) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.evt.Unmask(p)
+	}
+}
+
+// dispatch validates one request (copied out of the ring) and starts it.
+func (c *conn) dispatch(entry []byte) {
+	req, err := Parse(entry, c.geo)
+	c.inflight.Add(1)
+	if err != nil {
+		c.log.Debug("blkback: refused a request", "err", err)
+		c.respond(req.ID, req.Operation, Status(err))
+		c.inflight.Done()
+		return
+	}
+	go func() {
+		err := c.do(&req)
+		if err != nil {
+			c.log.Debug("blkback: request failed", "op", req.Operation, "sector", req.Sector, "err", err)
+		}
+		c.respond(req.ID, req.Operation, Status(err))
+		c.inflight.Done()
+	}()
+}
+
+// do carries out a validated request.
+func (c *conn) do(req *Request) error {
+	switch req.Kind {
+	case KindFlush:
+		if len(req.Segs) > 0 {
+			if err := c.rw(req, true); err != nil {
+				return err
+			}
+		}
+		return c.store.Flush()
+	case KindDiscard:
+		if req.NrSectors == 0 {
+			return nil
+		}
+		return c.store.Trim(int64(req.Sector)*abi.BlkifSectorSize, int64(req.NrSectors)*abi.BlkifSectorSize)
+	}
+	if len(req.IndirectGrefs) > 0 {
+		if err := c.readIndirect(req); err != nil {
+			return err
+		}
+	}
+	return c.rw(req, req.Kind == KindWrite)
+}
+
+// readIndirect maps an indirect request's descriptor pages and decodes
+// its segments.
+func (c *conn) readIndirect(req *Request) error {
+	buf := make([]byte, 0, len(req.IndirectGrefs)*abi.PAGE_SIZE)
+	for _, ref := range req.IndirectGrefs {
+		pg, done, err := c.page(ref, false)
+		if err != nil {
+			return err
+		}
+		buf = append(buf, pg...)
+		done()
+	}
+	return req.ReadIndirect(buf, c.geo)
+}
+
+// rw moves a read or write request's data between the store and the
+// front end's pages, segment by segment.
+func (c *conn) rw(req *Request, write bool) error {
+	off := int64(req.Sector) * abi.BlkifSectorSize
+	for _, s := range req.Segs {
+		pg, done, err := c.page(s.Gref, write)
+		if err != nil {
+			return err
+		}
+		b := pg[int(s.FirstSect)*abi.BlkifSectorSize : (int(s.LastSect)+1)*abi.BlkifSectorSize]
+		if write {
+			_, err = c.store.WriteAt(b, off)
+		} else {
+			_, err = c.store.ReadAt(b, off)
+			c.evt.Wrote(b)
+		}
+		done()
+		if err != nil {
+			return err
+		}
+		off += int64(len(b))
+	}
+	return nil
+}
+
+// page returns the front end's granted page ref, and a function to call
+// when done with it. With persistent grants the page is mapped writable
+// once and kept (the front end grants them so); otherwise it is mapped
+// for this use only, read-only when the back end only reads it.
+func (c *conn) page(ref gnttab.Ref, readOnly bool) ([]byte, func(), error) {
+	if c.persistent {
+		c.grantMu.Lock()
+		m := c.grants[ref]
+		c.grantMu.Unlock()
+		if m != nil {
+			return m.Bytes(), func() {}, nil
+		}
+	}
+	writable := c.persistent || !readOnly
+	m, err := c.g.Map(c.fe, []gnttab.Ref{ref}, writable)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map the front end's grant %d: %w", ref, err)
+	}
+	if writable {
+		c.evt.Explicit(m.Bytes())
+	}
+	if c.persistent {
+		c.grantMu.Lock()
+		if old := c.grants[ref]; old != nil {
+			// Another request mapped it meanwhile: use theirs.
+			c.grantMu.Unlock()
+			c.g.Unmap(m)
+			return old.Bytes(), func() {}, nil
+		}
+		if len(c.grants) < MaxPersistentGrants {
+			c.grants[ref] = m
+			c.grantMu.Unlock()
+			return m.Bytes(), func() {}, nil
+		}
+		c.grantMu.Unlock()
+	}
+	return m.Bytes(), func() { c.g.Unmap(m) }, nil
+}
+
+// respond queues a response and pushes the queue unless another
+// goroutine is pushing it already.
+func (c *conn) respond(id uint64, op uint8, status int16) {
+	c.rspMu.Lock()
+	c.done = append(c.done, abi.BlkifResponse{ID: id, Operation: op, Status: status})
+	if c.pushing {
+		c.rspMu.Unlock()
+		return
+	}
+	c.pushing = true
+	var batch []abi.BlkifResponse
+	for len(c.done) > 0 {
+		batch, c.done = c.done, batch[:0]
+		c.rspMu.Unlock()
+		c.push(batch)
+		c.rspMu.Lock()
+	}
+	c.pushing = false
+	c.rspMu.Unlock()
+}
+
+// push writes responses into the ring, publishes them and notifies the
+// front end if it asked to be (else releases them to a front end on
+// another host, which may be polling).
+func (c *conn) push(batch []abi.BlkifResponse) {
+	c.evt.Acquire() // the front end's rsp_event
+	c.ringMu.Lock()
+	for i := range batch {
+		slot := c.back.NextResponse()
+		if slot == nil {
+			break // more responses than requests: cannot happen
+		}
+		batch[i].Encode(slot)
+		c.evt.Wrote(slot[:abi.BlkifResponseSize])
+	}
+	notify := c.back.PushResponses()
+	c.evt.Wrote(c.sh[abi.RING_RSP_PROD : abi.RING_RSP_PROD+4])
+	c.ringMu.Unlock()
+	if notify {
+		c.evt.Notify(c.port)
+	} else {
+		c.evt.Release(c.port)
+	}
+}
+
+// close waits for the requests in flight, flushes the store and unmaps
+// every page. The store stays open: its owner closes it.
+func (c *conn) close() error {
+	c.inflight.Wait()
+	err := c.store.Flush()
+	c.grantMu.Lock()
+	for ref, m := range c.grants {
+		err = errors.Join(err, c.g.Unmap(m))
+		delete(c.grants, ref)
+	}
+	c.grantMu.Unlock()
+	return errors.Join(err, c.g.Unmap(c.ringMap), c.evt.Close())
+}

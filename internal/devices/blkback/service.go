@@ -1,0 +1,444 @@
+package blkback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"shi/guest/hv"
+	"shi/guest/xs"
+	"shi/internal/abi"
+	"shi/internal/devices/blkif"
+	"shi/internal/nbd"
+)
+
+// Limits the back end publishes.
+const (
+	// MaxIndirectSegments is feature-max-indirect-segments: 256 segments
+	// of 4 KiB, a 1 MiB request, in one indirect page (Linux's default).
+	MaxIndirectSegments = 256
+	// MaxRingPageOrder is max-ring-page-order: rings of up to 16 pages.
+	MaxRingPageOrder = 4
+	// discardGranularity is what a hole punched in a file is made of.
+	discardGranularity = 4096
+)
+
+// ServiceConfig configures the block back ends of one driver domain.
+type ServiceConfig struct {
+	// Hypervisor is the driver domain's connection to its agent.
+	Hypervisor *hv.Conn
+	// XenStore is a client that may read the front ends' vbd
+	// directories and write the back-end directories.
+	XenStore *xs.Client
+	Logger   *slog.Logger
+	// Open opens an image; nil: OpenFile (a raw sparse file, flock'ed).
+	// A store that is an io.Closer is closed when its session ends.
+	Open func(path string, writable bool) (nbd.Backend, error)
+}
+
+// Service runs the block back ends of one driver domain: one per
+// directory under blkif.BackendDir(driver), which the toolstack writes
+// when it creates a domain with a disk this driver serves.
+type Service struct {
+	cfg    ServiceConfig
+	driver uint32
+
+	// mu guards running.
+	mu      sync.Mutex
+	running map[diskKey]bool
+}
+
+type diskKey struct{ fe, devid uint32 }
+
+// NewService returns a service for the driver domain behind cfg.Hypervisor.
+func NewService(cfg ServiceConfig) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Open == nil {
+		cfg.Open = OpenFile
+	}
+	return &Service{cfg: cfg, driver: uint32(cfg.Hypervisor.DomID()), running: map[diskKey]bool{}}
+}
+
+// Run serves disks until ctx ends, then waits for their sessions to end
+// (each flushes and closes its store).
+func (s *Service) Run(ctx context.Context) error {
+	dir := blkif.BackendDir(s.driver)
+	xc := s.cfg.XenStore
+	w, err := xc.Watch(dir, "vbd-backends")
+	if err != nil {
+		return fmt.Errorf("blkback: watch %s: %w", dir, err)
+	}
+	defer xc.Unwatch(w)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(5 * time.Second) // events are hints; a missed one is found here
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events():
+			if !ok {
+				return fmt.Errorf("blkback: watch of %s ended: %v", dir, xc.Err())
+			}
+		case <-tick.C:
+		}
+		fes, err := xc.Directory(dir)
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			s.cfg.Logger.Warn("blkback: list back ends", "err", err)
+			continue
+		}
+		for _, name := range fes {
+			fe, err := strconv.ParseUint(name, 10, 16)
+			if err != nil {
+				continue
+			}
+			devs, err := xc.Directory(dir + "/" + name)
+			if err != nil {
+				continue
+			}
+			for _, dn := range devs {
+				devid, err := strconv.ParseUint(dn, 10, 32)
+				if err != nil {
+					continue
+				}
+				k := diskKey{uint32(fe), uint32(devid)}
+				// A directory without its state key is still being
+				// written (or removed): its next change brings it back.
+				if _, err := blkif.ReadState(xc, blkif.BackendPath(s.driver, k.fe, k.devid)); err != nil {
+					continue
+				}
+				s.mu.Lock()
+				have := s.running[k]
+				s.running[k] = true
+				s.mu.Unlock()
+				if have {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s.serve(ctx, k)
+					s.mu.Lock()
+					delete(s.running, k)
+					s.mu.Unlock()
+				}()
+			}
+		}
+	}
+}
+
+// disk is one back-end directory being served.
+type disk struct {
+	diskKey
+	bp, fp string // back-end and front-end directories
+	log    *slog.Logger
+	// sawFront: the front end's directory existed once, so its going
+	// means the domain went (and our directory goes with it).
+	sawFront bool
+}
+
+// ending says how a session ended.
+type ending int
+
+const (
+	endClosed  ending = iota // the front end closed or failed: it may come back
+	endRestart               // the front end is Initialising again: serve it now
+	endGone                  // the front end's directory or ours is gone, or ctx ended
+)
+
+// serve runs sessions for one disk until its directories go.
+func (s *Service) serve(ctx context.Context, k diskKey) {
+	d := &disk{diskKey: k, bp: blkif.BackendPath(s.driver, k.fe, k.devid)}
+	d.fp = blkif.FrontPath(k.fe, k.devid)
+	if v, err := s.cfg.XenStore.Read(d.bp + "/" + blkif.KeyFrontend); err == nil && len(v) > 0 {
+		d.fp = string(v)
+	}
+	d.log = s.cfg.Logger.With("fe", k.fe, "devid", k.devid)
+	for {
+		end, front := s.session(ctx, d)
+		if end == endGone {
+			break
+		}
+		if end == endRestart {
+			continue
+		}
+		if s.waitRestart(ctx, d, front) == endGone {
+			break
+		}
+	}
+	if ctx.Err() == nil && d.sawFront {
+		if _, err := blkif.ReadState(s.cfg.XenStore, d.fp); errors.Is(err, blkif.ErrGone) {
+			// The domain is gone: its back-end directory goes too.
+			xc := s.cfg.XenStore
+			xc.Rm(d.bp)
+			parent := blkif.BackendDir(s.driver) + "/" + strconv.FormatUint(uint64(k.fe), 10)
+			if rest, err := xc.Directory(parent); err == nil && len(rest) == 0 {
+				xc.Rm(parent)
+			}
+		}
+	}
+	d.log.Debug("blkback: disk done")
+}
+
+// fail reports why the session could not go on and closes the back end.
+func (s *Service) fail(d *disk, msg string) {
+	d.log.Warn("blkback: disk failed", "err", msg)
+	blkif.WriteError(s.cfg.XenStore, d.bp, msg)
+}
+
+// session runs one xenbus connection: open, InitWait, wait for the front
+// end, connect, serve, close. It returns how it ended and the front
+// end's last state seen.
+func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
+	xc := s.cfg.XenStore
+	params, err1 := xc.Read(d.bp + "/" + blkif.KeyParams)
+	mode, err2 := xc.Read(d.bp + "/" + blkif.KeyMode)
+	if err := errors.Join(err1, err2); err != nil {
+		if _, err := blkif.ReadState(xc, d.bp); errors.Is(err, blkif.ErrGone) {
+			return endGone, 0
+		}
+		s.fail(d, fmt.Sprintf("the disk's params or mode key cannot be read: %v", err))
+		return endClosed, blkif.StateUnknown
+	}
+	writable := string(mode) == blkif.ModeWrite
+	if m := string(mode); m != blkif.ModeWrite && m != blkif.ModeRead {
+		s.fail(d, fmt.Sprintf("mode %q is neither r nor w", m))
+		return endClosed, blkif.StateUnknown
+	}
+	store, err := s.cfg.Open(string(params), writable)
+	if err != nil {
+		s.fail(d, fmt.Sprintf("cannot open the disk image: %v", err))
+		return endClosed, blkif.StateUnknown
+	}
+	defer func() {
+		if c, ok := store.(io.Closer); ok {
+			c.Close()
+		}
+	}()
+	geo := Geometry{Sectors: uint64(store.Size()) / abi.BlkifSectorSize, ReadOnly: !writable || store.ReadOnly(),
+		Discard: writable && !store.ReadOnly(), MaxIndirect: MaxIndirectSegments}
+	if err := s.publish(d, geo); err != nil {
+		s.fail(d, fmt.Sprintf("cannot publish the disk's features: %v", err))
+		return endClosed, blkif.StateUnknown
+	}
+
+	if _, err := blkif.ReadState(xc, d.fp); err == nil {
+		d.sawFront = true
+	}
+	front, err := blkif.WaitState(ctx, xc, d.fp, func(st blkif.State) bool {
+		return st >= blkif.StateInitialised && st != blkif.StateReconfiguring && st != blkif.StateReconfigured
+	})
+	switch {
+	case ctx.Err() != nil:
+		return endGone, front
+	case errors.Is(err, blkif.ErrGone):
+		return endGone, front
+	case err != nil:
+		s.fail(d, fmt.Sprintf("waiting for the front end: %v", err))
+		return endClosed, front
+	case front.Closing():
+		blkif.WriteState(xc, d.bp, blkif.StateClosed)
+		return endClosed, front
+	}
+	rs, err := s.readRing(d)
+	if err != nil {
+		s.fail(d, err.Error())
+		return endClosed, front
+	}
+	c, err := connect(s.cfg.Hypervisor, d.fe, rs, store, geo, d.log)
+	if err != nil {
+		s.fail(d, fmt.Sprintf("cannot connect to the front end: %v", err))
+		return endClosed, front
+	}
+	if err := blkif.WriteState(xc, d.bp, blkif.StateConnected); err != nil {
+		c.close()
+		return endClosed, front
+	}
+	d.log.Info("blkback: connected", "sectors", geo.Sectors, "readonly", geo.ReadOnly, "ring-pages", len(rs.refs), "persistent", rs.persistent)
+
+	// Watch the front end while serving: Closing, Closed, a reset to
+	// Initialising or its directory gone end the session.
+	sctx, cancel := context.WithCancel(ctx)
+	var watched sync.WaitGroup
+	watched.Add(1)
+	var frontErr error
+	go func() {
+		defer watched.Done()
+		front, frontErr = blkif.WaitState(sctx, xc, d.fp, func(st blkif.State) bool {
+			return st.Closing() || st == blkif.StateInitialising
+		})
+		cancel()
+	}()
+	runErr := c.run(sctx)
+	cancel()
+	watched.Wait()
+	if ctx.Err() == nil {
+		blkif.WriteState(xc, d.bp, blkif.StateClosing)
+	}
+	closeErr := c.close()
+	switch {
+	case ctx.Err() != nil:
+		d.log.Info("blkback: stopped", "err", closeErr)
+		return endGone, front
+	case errors.Is(frontErr, blkif.ErrGone):
+		d.log.Info("blkback: the front end's directory is gone", "err", closeErr)
+		return endGone, front
+	case runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, ErrPeerGone):
+		s.fail(d, fmt.Sprintf("disk disconnected: %v", runErr))
+		return endClosed, front
+	}
+	d.log.Info("blkback: disconnected", "front", front, "run", runErr, "close", closeErr)
+	if closeErr != nil {
+		s.fail(d, fmt.Sprintf("disk disconnected, but flushing or unmapping failed: %v", closeErr))
+		return endClosed, front
+	}
+	blkif.WriteState(xc, d.bp, blkif.StateClosed)
+	if front == blkif.StateInitialising {
+		return endRestart, front
+	}
+	return endClosed, front
+}
+
+// publish writes the back end's features and the disk's size, then
+// InitWait.
+func (s *Service) publish(d *disk, g Geometry) error {
+	xc := s.cfg.XenStore
+	xc.Rm(d.bp + "/" + blkif.KeyError) // from an earlier session
+	b := func(v bool) string {
+		if v {
+			return "1"
+		}
+		return "0"
+	}
+	info := 0
+	if g.ReadOnly {
+		info |= abi.VDISK_READONLY
+	}
+	kv := [][2]string{
+		{blkif.KeyFeatureFlushCache, "1"},
+		{blkif.KeyFeatureBarrier, "0"},
+		{blkif.KeyFeatureDiscard, b(g.Discard)},
+		{blkif.KeyDiscardGranularity, strconv.Itoa(discardGranularity)},
+		{blkif.KeyDiscardAlignment, "0"},
+		{blkif.KeyDiscardSecure, "0"},
+		{blkif.KeyFeaturePersistent, "1"},
+		{blkif.KeyFeatureMaxIndirect, strconv.Itoa(g.MaxIndirect)},
+		{blkif.KeyMaxRingPageOrder, strconv.Itoa(MaxRingPageOrder)},
+		{blkif.KeySectors, strconv.FormatUint(g.Sectors, 10)},
+		{blkif.KeySectorSize, strconv.Itoa(abi.BlkifSectorSize)},
+		{blkif.KeyPhysSectorSize, strconv.Itoa(abi.BlkifSectorSize)},
+		{blkif.KeyInfo, strconv.Itoa(info)},
+	}
+	for _, e := range kv {
+		if err := xc.Write(d.bp+"/"+e[0], []byte(e[1])); err != nil {
+			return err
+		}
+	}
+	return blkif.WriteState(xc, d.bp, blkif.StateInitWait)
+}
+
+// readRing reads what the front end published for its ring.
+func (s *Service) readRing(d *disk) (ringSetup, error) {
+	xc := s.cfg.XenStore
+	var rs ringSetup
+	readUint := func(key string, bits int) (uint64, bool, error) {
+		v, err := xc.Read(d.fp + "/" + key)
+		if errors.Is(err, syscall.ENOENT) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		n, err := strconv.ParseUint(string(v), 10, bits)
+		if err != nil {
+			return 0, false, fmt.Errorf("the front end's %s %q is not a number", key, v)
+		}
+		return n, true, nil
+	}
+	if v, err := xc.Read(d.fp + "/" + blkif.KeyProtocol); err == nil && len(v) > 0 && string(v) != blkif.ProtocolNative {
+		return rs, fmt.Errorf("the front end's protocol %q is not supported (only %s)", v, blkif.ProtocolNative)
+	}
+	order, haveOrder, err := readUint(blkif.KeyRingPageOrder, 8)
+	if err != nil {
+		return rs, err
+	}
+	if order > MaxRingPageOrder {
+		return rs, fmt.Errorf("the front end's ring-page-order %d is above max-ring-page-order %d", order, MaxRingPageOrder)
+	}
+	if !haveOrder {
+		ref, ok, err := readUint(blkif.KeyRingRef, 32)
+		if err != nil || !ok {
+			return rs, fmt.Errorf("the front end published no ring-ref (%v)", err)
+		}
+		rs.refs = append(rs.refs, abi.GrantRef(ref))
+	} else {
+		for i := range 1 << order {
+			ref, ok, err := readUint(blkif.RingRefKey(i), 32)
+			if err != nil || !ok {
+				return rs, fmt.Errorf("the front end published no %s (%v)", blkif.RingRefKey(i), err)
+			}
+			rs.refs = append(rs.refs, abi.GrantRef(ref))
+		}
+	}
+	port, ok, err := readUint(blkif.KeyEventChannel, 32)
+	if err != nil || !ok {
+		return rs, fmt.Errorf("the front end published no event-channel (%v)", err)
+	}
+	rs.port = abi.EvtchnPort(port)
+	p, _, _ := readUint(blkif.KeyFeaturePersistent, 8)
+	rs.persistent = p == 1
+	return rs, nil
+}
+
+// waitRestart waits, after a session, for the front end to start again
+// (Initialising after having been elsewhere, or written anew) or for
+// the disk's directories to go. last is the front end's state when the
+// session ended, or StateUnknown if the session failed before it looked:
+// the state found now is then the baseline, so a front end that stays
+// Initialising is not retried until it writes its state again.
+func (s *Service) waitRestart(ctx context.Context, d *disk, last blkif.State) ending {
+	xc := s.cfg.XenStore
+	w, err := xc.Watch(d.fp+"/"+blkif.KeyState, "vbd-restart-"+strconv.FormatUint(uint64(d.fe), 10)+"-"+strconv.FormatUint(uint64(d.devid), 10))
+	if err != nil {
+		return endGone
+	}
+	defer xc.Unwatch(w)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	setting, written := true, false // the watch's first event is its setting, not a write
+	for {
+		st, err := blkif.ReadState(xc, d.fp)
+		if err != nil {
+			return endGone
+		}
+		if _, err := blkif.ReadState(xc, d.bp); err != nil {
+			return endGone
+		}
+		if last == blkif.StateUnknown {
+			last = st
+		}
+		if st == blkif.StateInitialising && (last != st || written) {
+			return endClosed
+		}
+		last, written = st, false
+		select {
+		case <-ctx.Done():
+			return endGone
+		case _, ok := <-w.Events():
+			if !ok {
+				return endGone
+			}
+			written, setting = !setting, false
+		case <-tick.C:
+		}
+	}
+}
