@@ -7,7 +7,8 @@ import (
 )
 
 // Backend is the block store an export serves. Offsets and lengths reach it
-// already checked against Size.
+// already checked against Size. Its methods are called concurrently: the
+// server runs a connection's requests in parallel.
 type Backend interface {
 	io.ReaderAt
 	io.WriterAt

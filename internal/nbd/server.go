@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Export is one named block device a server offers.
@@ -141,7 +142,14 @@ type conn struct {
 	meta       bool   // base:allocation selected
 	metaExport string // for the export named in SET_META_CONTEXT
 	exp        *Export
-	buf        []byte // request payload and reply scratch
+	buf        []byte // option data (negotiation only)
+
+	// During transmission requests run concurrently; wmu serialises
+	// their replies on w, werr is the first error writing one, and
+	// senders counts the replies waiting for or holding wmu.
+	wmu     sync.Mutex
+	werr    error
+	senders atomic.Int32
 }
 
 // ServeConn runs negotiation and transmission on rw until the client

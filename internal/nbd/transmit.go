@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // knownCmdFlags are the command flags this server understands.
@@ -23,53 +24,222 @@ func errf(errno uint32, format string, args ...any) *reqError {
 	return &reqError{errno, fmt.Sprintf(format, args...)}
 }
 
-// transmit serves requests in order until NBD_CMD_DISC (nil) or a broken
-// stream (an error).
+// Requests of one connection are served concurrently (replies go out as
+// they complete, which NBD allows): a front end whose requests cross hosts
+// needs many in flight to be fast. These bound what one client can make
+// the server hold at once.
+const (
+	maxInFlight      = 64
+	maxInFlightBytes = 64 << 20 // read and write buffers
+)
+
+// budget counts the requests and buffer bytes in flight.
+type budget struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	reqs  int
+	bytes int64
+}
+
+func (b *budget) acquire(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.reqs >= maxInFlight || (b.reqs > 0 && b.bytes+n > maxInFlightBytes) {
+		b.cond.Wait()
+	}
+	b.reqs++
+	b.bytes += n
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.reqs--
+	b.bytes -= n
+	b.mu.Unlock()
+	b.cond.Signal()
+}
+
+// ordering keeps overlapping requests in the order they came, when either
+// writes: proto.md leaves the result of such a pair undefined, but a client
+// that pipelines a write and a read-back of it is not told a surprise.
+type ordering struct {
+	mu       sync.Mutex
+	inflight map[*span]struct{}
+}
+
+type span struct {
+	off, end uint64
+	write    bool
+	done     chan struct{}
+}
+
+func writes(typ uint16) bool {
+	return typ == NBD_CMD_WRITE || typ == NBD_CMD_TRIM || typ == NBD_CMD_WRITE_ZEROES
+}
+
+// start registers a request and returns what it must wait for first.
+func (o *ordering) start(req Request) (*span, []chan struct{}) {
+	sp := &span{off: req.Offset, end: req.Offset + uint64(req.Length), write: writes(req.Type), done: make(chan struct{})}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var deps []chan struct{}
+	for x := range o.inflight {
+		if (x.write || sp.write) && x.off < sp.end && sp.off < x.end {
+			deps = append(deps, x.done)
+		}
+	}
+	o.inflight[sp] = struct{}{}
+	return sp, deps
+}
+
+func (o *ordering) finish(sp *span) {
+	o.mu.Lock()
+	delete(o.inflight, sp)
+	o.mu.Unlock()
+	close(sp.done)
+}
+
+// bufPools hold request buffers by power-of-two size, 4 KiB to MaxPayload.
+var bufPools [bufClasses]sync.Pool
+
+const (
+	bufMinShift = 12
+	bufClasses  = 26 - bufMinShift // 1<<25 = MaxPayload
+)
+
+func bufClass(n int) int {
+	c := 0
+	for n > 1<<(bufMinShift+c) {
+		c++
+	}
+	return c
+}
+
+func getBuf(n int) []byte {
+	c := bufClass(n)
+	if p, ok := bufPools[c].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 1<<(bufMinShift+c))
+}
+
+func putBuf(b []byte) {
+	if b == nil {
+		return
+	}
+	c := bufClass(cap(b))
+	if c < bufClasses && cap(b) == 1<<(bufMinShift+c) {
+		bufPools[c].Put(&b)
+	}
+}
+
+// transmit serves requests until NBD_CMD_DISC (nil) or a broken stream (an
+// error), then waits for the requests in flight and their replies.
 func (c *conn) transmit() error {
 	b := c.exp.Backend
 	size := uint64(b.Size())
 	ro := b.ReadOnly()
-	var hdr [requestLen]byte
-	for {
-		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
-			if err == io.EOF {
-				return nil // a client going away without DISC is common
+	var (
+		wg    sync.WaitGroup
+		bud   budget
+		order = ordering{inflight: map[*span]struct{}{}}
+	)
+	bud.cond.L = &bud.mu
+	err := func() error {
+		var hdr [requestLen]byte
+		for {
+			if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+				if err == io.EOF {
+					return nil // a client going away without DISC is common
+				}
+				return err
 			}
-			return err
-		}
-		req, err := parseRequest(hdr[:])
-		if err != nil {
-			return err
-		}
-		var payload []byte
-		if req.Type == NBD_CMD_WRITE {
-			// The payload follows whatever we think of it; consume it to stay in step.
-			if req.Length > MaxPayload {
-				if _, err := io.CopyN(io.Discard, c.r, int64(req.Length)); err != nil {
+			req, err := parseRequest(hdr[:])
+			if err != nil {
+				return err
+			}
+			var cost int64
+			if req.Type == NBD_CMD_READ || req.Type == NBD_CMD_WRITE {
+				cost = int64(min(req.Length, MaxPayload))
+			}
+			var payload []byte
+			if req.Type == NBD_CMD_WRITE {
+				// The payload follows whatever we think of it; consume it to stay in step.
+				if req.Length > MaxPayload {
+					if _, err := io.CopyN(io.Discard, c.r, int64(req.Length)); err != nil {
+						return err
+					}
+				} else {
+					bud.acquire(cost)
+					payload = getBuf(int(req.Length))
+					if _, err := io.ReadFull(c.r, payload); err != nil {
+						putBuf(payload)
+						bud.release(cost)
+						return err
+					}
+				}
+			}
+			if req.Type == NBD_CMD_DISC {
+				if payload != nil {
+					putBuf(payload)
+					bud.release(cost)
+				}
+				return nil
+			}
+			if rerr := c.check(req, size, ro); rerr != nil {
+				if payload != nil {
+					putBuf(payload)
+					bud.release(cost)
+				}
+				if err := c.replyError(req, rerr); err != nil {
 					return err
 				}
-			} else if payload, err = c.readFull(int(req.Length)); err != nil {
-				return err
+				continue
 			}
-		}
-		if req.Type == NBD_CMD_DISC {
-			return c.w.Flush()
-		}
-		if rerr := c.check(req, size, ro); rerr != nil {
-			err = c.replyError(req, rerr)
-		} else {
-			err = c.do(req, payload)
-		}
-		if err != nil {
-			return err
-		}
-		// Batch replies while more requests are already waiting.
-		if c.r.Buffered() == 0 {
-			if err := c.w.Flush(); err != nil {
-				return err
+			if payload == nil {
+				bud.acquire(cost)
 			}
+			sp, deps := order.start(req)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, d := range deps {
+					<-d
+				}
+				c.do(req, payload)
+				order.finish(sp)
+				putBuf(payload)
+				bud.release(cost)
+			}()
+		}
+	}()
+	wg.Wait()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if ferr := c.w.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// send writes one whole reply. Replies completing together share a flush:
+// the last sender in line flushes.
+func (c *conn) send(parts ...[]byte) error {
+	c.senders.Add(1)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, p := range parts {
+		if c.werr == nil {
+			_, c.werr = c.w.Write(p)
 		}
 	}
+	if c.senders.Add(-1) == 0 && c.werr == nil {
+		c.werr = c.w.Flush()
+	}
+	return c.werr
 }
 
 // check validates a request against the export before any backend call.
@@ -145,8 +315,7 @@ func (c *conn) do(req Request, payload []byte) error {
 	if err != nil {
 		return c.replyError(req, errf(NBD_EIO, "%v", err))
 	}
-	c.w.Write(appendSimpleReply(nil, 0, req.Cookie))
-	return nil
+	return c.send(appendSimpleReply(nil, 0, req.Cookie))
 }
 
 // replyError answers a failed request: with structured replies on, an error
@@ -160,11 +329,9 @@ func (c *conn) replyError(req Request, e *reqError) error {
 		h := appendChunkHeader(nil, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, req.Cookie, uint32(6+len(msg)))
 		h = binary.BigEndian.AppendUint32(h, e.errno)
 		h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
-		_, err := c.w.Write(append(h, msg...))
-		return err
+		return c.send(append(h, msg...))
 	}
-	_, err := c.w.Write(appendSimpleReply(nil, e.errno, req.Cookie))
-	return err
+	return c.send(appendSimpleReply(nil, e.errno, req.Cookie))
 }
 
 func (c *conn) read(req Request) error {
@@ -172,17 +339,15 @@ func (c *conn) read(req Request) error {
 	off, n := int64(req.Offset), int64(req.Length)
 	if c.structured && n == 0 {
 		// READ never gets a simple reply once structured replies are on.
-		_, err := c.w.Write(appendChunkHeader(nil, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, req.Cookie, 0))
-		return err
+		return c.send(appendChunkHeader(nil, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, req.Cookie, 0))
 	}
+	buf := getBuf(int(n))
+	defer putBuf(buf)
 	if !c.structured {
-		buf := c.scratch(int(n))
 		if _, err := b.ReadAt(buf, off); err != nil {
 			return c.replyError(req, errf(NBD_EIO, "%v", err))
 		}
-		c.w.Write(appendSimpleReply(nil, 0, req.Cookie))
-		_, err := c.w.Write(buf)
-		return err
+		return c.send(appendSimpleReply(nil, 0, req.Cookie), buf)
 	}
 	exts := []Extent{{Length: n}}
 	if x, ok := b.(Extenter); ok && n >= holeChunkMin && req.Flags&NBD_CMD_FLAG_DF == 0 {
@@ -191,7 +356,6 @@ func (c *conn) read(req Request) error {
 		}
 	}
 	// Read all data first so an I/O error can still be the only chunk.
-	buf := c.scratch(int(n))
 	for i, o := 0, int64(0); i < len(exts); i++ {
 		if !exts[i].Zero {
 			if _, err := b.ReadAt(buf[o:o+exts[i].Length], off+o); err != nil {
@@ -200,6 +364,7 @@ func (c *conn) read(req Request) error {
 		}
 		o += exts[i].Length
 	}
+	parts := make([][]byte, 0, 2*len(exts))
 	for i, o := 0, int64(0); i < len(exts); i++ {
 		var flags uint16
 		if i == len(exts)-1 {
@@ -209,24 +374,14 @@ func (c *conn) read(req Request) error {
 		if exts[i].Zero {
 			h := appendChunkHeader(nil, flags, NBD_REPLY_TYPE_OFFSET_HOLE, req.Cookie, 12)
 			h = binary.BigEndian.AppendUint64(h, uint64(off+o))
-			c.w.Write(binary.BigEndian.AppendUint32(h, uint32(l)))
+			parts = append(parts, binary.BigEndian.AppendUint32(h, uint32(l)))
 		} else {
 			h := appendChunkHeader(nil, flags, NBD_REPLY_TYPE_OFFSET_DATA, req.Cookie, uint32(8+l))
-			c.w.Write(binary.BigEndian.AppendUint64(h, uint64(off+o)))
-			if _, err := c.w.Write(buf[o : o+l]); err != nil {
-				return err
-			}
+			parts = append(parts, binary.BigEndian.AppendUint64(h, uint64(off+o)), buf[o:o+l])
 		}
 		o += l
 	}
-	return nil
-}
-
-func (c *conn) scratch(n int) []byte {
-	if cap(c.buf) < n {
-		c.buf = make([]byte, n)
-	}
-	return c.buf[:n]
+	return c.send(parts...)
 }
 
 // clampExtents trims a backend's extents to exactly n bytes, merging runs
@@ -289,6 +444,5 @@ func (c *conn) blockStatus(req Request) error {
 		h = binary.BigEndian.AppendUint32(h, uint32(e.Length))
 		h = binary.BigEndian.AppendUint32(h, st)
 	}
-	_, err := c.w.Write(h)
-	return err
+	return c.send(h)
 }
