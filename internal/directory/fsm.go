@@ -17,6 +17,7 @@ const (
 	entryXenstore byte = 1 // payload: xenstore.Command (binary)
 	entryDomain   byte = 2 // payload: DomainCmd (JSON)
 	entryNoop     byte = 3 // no payload: a barrier
+	entryAuth     byte = 4 // payload: AuthCmd (JSON), always with flagIgnorable
 
 	flagIgnorable byte = 0x80
 )
@@ -35,12 +36,13 @@ type Response struct {
 type FSM struct {
 	xs      *xenstore.State
 	doms    *domainTable
+	auth    *authTable
 	applied uint64
 }
 
 // NewFSM returns an empty state machine with the given XenStore quota.
 func NewFSM(q xenstore.Quota) *FSM {
-	return &FSM{xs: xenstore.NewState(q), doms: newDomainTable()}
+	return &FSM{xs: xenstore.NewState(q), doms: newDomainTable(), auth: newAuthTable()}
 }
 
 // State returns the current XenStore state.
@@ -100,6 +102,11 @@ func ValidEntry(b []byte) error {
 		return nil
 	case entryNoop:
 		return nil
+	case entryAuth:
+		if _, err := decodeAuthCmd(b[1:]); err != nil {
+			return ErrBadEntry
+		}
+		return nil
 	}
 	if b[0]&flagIgnorable != 0 {
 		return nil
@@ -132,6 +139,12 @@ func (f *FSM) Apply(index uint64, data []byte) Response {
 		return f.applyDomain(c)
 	case entryNoop:
 		return Response{}
+	case entryAuth:
+		c, err := decodeAuthCmd(data[1:])
+		if err != nil {
+			return Response{Err: err.Error()}
+		}
+		return f.applyAuth(c)
 	}
 	if data[0]&flagIgnorable != 0 {
 		return Response{}

@@ -16,13 +16,19 @@ import (
 type Snapshot struct {
 	xs      *xenstore.State
 	doms    *domainTable
+	auth    *authTable
 	applied uint64
 }
 
 // Snapshot captures the current state.
-func (f *FSM) Snapshot() Snapshot { return Snapshot{xs: f.xs, doms: f.doms, applied: f.applied} }
+func (f *FSM) Snapshot() Snapshot { return Snapshot{xs: f.xs, doms: f.doms, auth: f.auth, applied: f.applied} }
 
-var dirMagic = [8]byte{'s', 'h', 'i', 'd', 'i', 'r', 0, 1}
+// Version 2 adds the auth table after the domain table; version 1
+// snapshots restore with none.
+var (
+	dirMagic   = [8]byte{'s', 'h', 'i', 'd', 'i', 'r', 0, 2}
+	dirMagicV1 = [8]byte{'s', 'h', 'i', 'd', 'i', 'r', 0, 1}
+)
 
 // maxDomainJSON bounds the domain table in a snapshot read from a peer.
 const maxDomainJSON = 64 << 20
@@ -44,6 +50,16 @@ func (s Snapshot) Persist(w io.Writer) error {
 	if _, err := w.Write(doms); err != nil {
 		return err
 	}
+	auth, err := s.auth.marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(auth)))); err != nil {
+		return err
+	}
+	if _, err := w.Write(auth); err != nil {
+		return err
+	}
 	_, err = s.xs.WriteTo(w)
 	return err
 }
@@ -55,10 +71,11 @@ var ErrBadSnapshot = errors.New("directory: malformed snapshot")
 func ReadSnapshot(r io.Reader) (*FSM, error) {
 	br := bufio.NewReader(r)
 	var h [24]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil || [8]byte(h[:8]) != dirMagic {
+	if _, err := io.ReadFull(br, h[:]); err != nil || [8]byte(h[:8]) != dirMagic && [8]byte(h[:8]) != dirMagicV1 {
 		return nil, ErrBadSnapshot
 	}
-	f := &FSM{applied: binary.LittleEndian.Uint64(h[8:]), doms: newDomainTable()}
+	v1 := [8]byte(h[:8]) == dirMagicV1
+	f := &FSM{applied: binary.LittleEndian.Uint64(h[8:]), doms: newDomainTable(), auth: newAuthTable()}
 	f.doms.next = binary.LittleEndian.Uint32(h[16:])
 	n := binary.LittleEndian.Uint32(h[20:])
 	if n > maxDomainJSON {
@@ -78,6 +95,21 @@ func ReadSnapshot(r io.Reader) (*FSM, error) {
 			return nil, ErrBadSnapshot
 		}
 		f.doms.byID[d.ID] = &d
+	}
+	if !v1 {
+		var n [4]byte
+		if _, err := io.ReadFull(br, n[:]); err != nil || binary.LittleEndian.Uint32(n[:]) > maxDomainJSON {
+			return nil, ErrBadSnapshot
+		}
+		b := make([]byte, binary.LittleEndian.Uint32(n[:]))
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, ErrBadSnapshot
+		}
+		auth, err := unmarshalAuth(b)
+		if err != nil {
+			return nil, ErrBadSnapshot
+		}
+		f.auth = auth
 	}
 	xs, err := xenstore.ReadState(br)
 	if err != nil {
