@@ -21,7 +21,9 @@ type Snapshot struct {
 }
 
 // Snapshot captures the current state.
-func (f *FSM) Snapshot() Snapshot { return Snapshot{xs: f.xs, doms: f.doms, auth: f.auth, applied: f.applied} }
+func (f *FSM) Snapshot() Snapshot {
+	return Snapshot{xs: f.xs, doms: f.doms, auth: f.auth, applied: f.applied}
+}
 
 // Version 2 adds the auth table after the domain table; version 1
 // snapshots restore with none.
