@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,7 +259,7 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 		paths = append(paths, diskPath{name: "qemu-nbd", uri: "nbd+unix:///?socket=" + sock})
 	}
 
-	fmt.Fprintf(w, "fio (nbd engine) on a %d MiB image, %v per run, %d rounds (the median is reported); paths:\n", size>>20, cfg.Runtime, cfg.Runs)
+	fmt.Fprintf(w, "fio (nbd engine) on a %d MiB image, %v per run, rounds: %d (the median is reported); paths:\n", size>>20, cfg.Runtime, cfg.Runs)
 	for _, p := range paths {
 		fmt.Fprintf(w, "  %-22s %s\n", p.name, p.uri)
 	}
@@ -421,17 +422,16 @@ func startServer(ctx context.Context, sock, prog string, args ...string) (stop f
 	return stop, nil
 }
 
-// waitSocket waits until a Unix socket accepts a connection.
+// waitSocket waits until an NBD server answers on a Unix socket.
 func waitSocket(ctx context.Context, sock string, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		c, err := net.Dial("unix", sock)
+		err := probeNBD(sock)
 		if err == nil {
-			c.Close()
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not accept within %v: %w", sock, timeout, err)
+			return fmt.Errorf("%s does not serve NBD within %v: %w", sock, timeout, err)
 		}
 		select {
 		case <-exited:
@@ -441,6 +441,35 @@ func waitSocket(ctx context.Context, sock string, exited <-chan struct{}, timeou
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// probeNBD connects, reads the greeting and leaves with NBD_OPT_ABORT, so
+// the server sees a client that said goodbye, not a broken connection.
+func probeNBD(sock string) error {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var greet [18]byte
+	if _, err := io.ReadFull(c, greet[:]); err != nil {
+		return err
+	}
+	if binary.BigEndian.Uint64(greet[:]) != nbd.NBDMAGIC || binary.BigEndian.Uint64(greet[8:]) != nbd.IHAVEOPT {
+		return fmt.Errorf("not an NBD newstyle greeting: % x", greet)
+	}
+	var q []byte
+	q = binary.BigEndian.AppendUint32(q, nbd.NBD_FLAG_C_FIXED_NEWSTYLE|uint32(binary.BigEndian.Uint16(greet[16:]))&nbd.NBD_FLAG_C_NO_ZEROES)
+	q = binary.BigEndian.AppendUint64(q, nbd.IHAVEOPT)
+	q = binary.BigEndian.AppendUint32(q, nbd.NBD_OPT_ABORT)
+	q = binary.BigEndian.AppendUint32(q, 0)
+	if _, err := c.Write(q); err != nil {
+		return err
+	}
+	// The ACK is optional: a server may just close.
+	io.ReadFull(c, make([]byte, 20))
+	return nil
 }
 
 // serveFile serves the image with internal/nbd in this process.
