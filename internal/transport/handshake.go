@@ -4,11 +4,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // Connection kinds, sent by the dialer in the handshake.
@@ -39,17 +41,55 @@ const (
 var ErrAuth = errors.New("transport: authentication failed")
 
 // stream turns a freshly connected TCP stream into the stream that the
-// handshake, frames and links run over; dialer says which end this is.
-// Today it is plainStream: the HMAC handshake authenticates both ends at
-// connection setup, and hosts trust their network for the rest (no
-// confidentiality, and an attacker in the path could take over a stream
-// after the handshake). Mutual TLS goes here: tls.Client or tls.Server
-// with certificates derived from the cluster's trust root, returning the
-// *tls.Conn. LinkFile then relays links instead of handing out the TCP
-// socket, since it sees that the stream is not a bare *net.TCPConn.
-type stream func(c net.Conn, dialer bool) (net.Conn, error)
+// handshake, frames and links run over; host is the host a dialer meant
+// to reach ("" on the acceptor's end). Without Config.TLS it is
+// plainStream: the HMAC handshake authenticates both ends at connection
+// setup, and hosts trust their network for the rest (no confidentiality,
+// and an attacker in the path could take over a stream after the
+// handshake). With it, tlsStream: mutual TLS, each end's certificate
+// checked against membership (tlsconf). LinkFile then relays links
+// instead of handing out the TCP socket, since it sees that the stream is
+// not a bare *net.TCPConn.
+type stream func(c net.Conn, host string) (net.Conn, error)
 
-func plainStream(c net.Conn, dialer bool) (net.Conn, error) { return c, nil }
+func plainStream(c net.Conn, host string) (net.Conn, error) { return c, nil }
+
+// tlsStream runs the TLS handshake within the handshake timeout; a peer
+// that speaks plaintext, has no certificate, or one that does not name
+// the member at its address (or, for a dialer, host) is refused here.
+func (m *Mesh) tlsStream(c net.Conn, host string) (net.Conn, error) {
+	var tc *tls.Conn
+	if host != "" {
+		tc = tls.Client(c, m.cfg.TLS.Client(c.RemoteAddr().String(), host))
+	} else {
+		tc = tls.Server(c, m.cfg.TLS.Server())
+	}
+	_ = c.SetDeadline(time.Now().Add(m.tun.handshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// tlsPeer checks that the name an accepted connection's handshake claims
+// is the member its certificate names: a host may not speak for another
+// over its own certificate.
+func (m *Mesh) tlsPeer(c net.Conn, name string) error {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	who, err := m.cfg.TLS.Verify(tc.ConnectionState().PeerCertificates, net.ParseIP(host))
+	if err == nil && who != name {
+		err = fmt.Errorf("the certificate of %s claims to be %q", who, name)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	return nil
+}
 
 // The handshake, the same for both connection kinds (D = dialer,
 // A = acceptor, ‖ = concatenation, MAC = HMAC-SHA256 with the cluster

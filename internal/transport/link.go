@@ -30,7 +30,7 @@ func (m *Mesh) dialStream(ctx context.Context, host string, kind byte, after fun
 		return nil, fmt.Errorf("transport: dial %s (%s): %w", host, addr, err)
 	}
 	setNoDelay(raw)
-	c, err := m.stream(raw, true)
+	c, err := m.stream(raw, host)
 	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("transport: stream to %s (%s): %w", host, addr, err)

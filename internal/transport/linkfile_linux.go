@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,7 @@ import (
 // in blocking mode, for a domain's plain read(2) and write(2), with
 // TCP_NODELAY set; c is closed, so the mesh keeps no copy. When a fault
 // of the hook (Config.Faults) is set as the link is made, or c is not a
-// bare TCP connection (a future TLS stream), the file is instead one end
+// bare TCP connection (a TLS stream), the file is instead one end
 // of a unix SOCK_STREAM socketpair, and two goroutines relay between the
 // other end and c, so the link's bytes pass through the hook (delay,
 // cut). The relay ends, closing both, when either side closes; Close ends
@@ -35,7 +36,9 @@ func (m *Mesh) LinkFile(c net.Conn) (*os.File, error) {
 		}
 		c = lc.Conn
 	}
-	if !m.cfg.Faults.Active() {
+	if _, isTLS := c.(*tls.Conn); !isTLS && !m.cfg.Faults.Active() {
+		// A TLS link is relayed: its socket carries records, not the
+		// domain's bytes.
 		if u, ok := c.(interface{ NetConn() net.Conn }); ok {
 			c = u.NetConn()
 		}

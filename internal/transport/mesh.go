@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"shi/internal/faultnet"
+	"shi/internal/tlsconf"
 )
 
 // Config is what a Mesh needs. Name, Listener, Resolve and Handle are
@@ -40,6 +41,11 @@ type Config struct {
 	// it is not one), the mesh closes c, and Link must not have used it.
 	// Nil refuses every link.
 	Link func(from string, hello []byte, c net.Conn) error
+	// TLS, when set, runs every connection, control or link, over mutual
+	// TLS: plaintext is refused, and each end's certificate must name the
+	// member at its address (tlsconf.Check); an accepted connection's
+	// claimed name must be its certificate's. nil: plain TCP.
+	TLS *tlsconf.Config
 	// Faults is the test-only fault hook (delay, cut); nil in production.
 	Faults *faultnet.Faults
 	// Logger receives connection events; nil discards them.
@@ -132,6 +138,9 @@ func newMesh(cfg Config, tun tunables) (*Mesh, error) {
 		inbound: map[string]*inHost{},
 		conns:   map[net.Conn]struct{}{},
 		relays:  map[*relay]struct{}{},
+	}
+	if cfg.TLS != nil {
+		m.stream = m.tlsStream
 	}
 	m.wg.Add(1)
 	go m.acceptLoop()

@@ -79,7 +79,7 @@ func (m *Mesh) serve(raw net.Conn) {
 		}
 	}()
 	setNoDelay(raw)
-	c, err := m.stream(raw, false)
+	c, err := m.stream(raw, "")
 	if err != nil {
 		m.log.Warn("transport: refused connection: stream setup failed", "addr", addr, "err", err)
 		return
@@ -88,6 +88,9 @@ func (m *Mesh) serve(raw net.Conn) {
 	// Close closes raw if it comes sooner.
 	_ = c.SetDeadline(time.Now().Add(m.tun.handshakeTimeout))
 	kind, name, err := acceptHandshake(c, m.cfg.Key)
+	if err == nil {
+		err = m.tlsPeer(c, name)
+	}
 	if err != nil {
 		m.refused(err, addr, name)
 		return
