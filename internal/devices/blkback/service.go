@@ -25,6 +25,9 @@ const (
 	MaxIndirectSegments = 256
 	// MaxRingPageOrder is max-ring-page-order: rings of up to 16 pages.
 	MaxRingPageOrder = 4
+	// maxRetry bounds the wait between retries of a disk that failed
+	// (its image in use, or missing) for a front end that waits.
+	maxRetry = 8 * time.Second
 	// discardGranularity is what a hole punched in a file is made of.
 	discardGranularity = 4096
 )
@@ -163,6 +166,7 @@ func (s *Service) serve(ctx context.Context, k diskKey) {
 		d.fp = string(v)
 	}
 	d.log = s.cfg.Logger.With("fe", k.fe, "devid", k.devid)
+	retry := time.Duration(0)
 	for {
 		end, front := s.session(ctx, d)
 		if end == endGone {
@@ -171,7 +175,15 @@ func (s *Service) serve(ctx context.Context, k diskKey) {
 		if end == endRestart {
 			continue
 		}
-		if s.waitRestart(ctx, d, front) == endGone {
+		// A session that failed before the front end moved is retried
+		// while the front end waits in Initialising, less and less
+		// often: the image may be free (or readable) again.
+		if front == blkif.StateUnknown {
+			retry = min(max(2*retry, time.Second), maxRetry)
+		} else {
+			retry = 0
+		}
+		if s.waitRestart(ctx, d, front, retry) == endGone {
 			break
 		}
 	}
@@ -219,11 +231,15 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 		s.fail(d, fmt.Sprintf("cannot open the disk image: %v", err))
 		return endClosed, blkif.StateUnknown
 	}
-	defer func() {
-		if c, ok := store.(io.Closer); ok {
-			c.Close()
+	storeOpen := true
+	closeStore := func() error {
+		if c, ok := store.(io.Closer); ok && storeOpen {
+			storeOpen = false
+			return c.Close()
 		}
-	}()
+		return nil
+	}
+	defer closeStore()
 	geo := Geometry{Sectors: uint64(store.Size()) / abi.BlkifSectorSize, ReadOnly: !writable || store.ReadOnly(),
 		Discard: writable && !store.ReadOnly(), MaxIndirect: MaxIndirectSegments}
 	if err := s.publish(d, geo); err != nil {
@@ -246,6 +262,7 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 		s.fail(d, fmt.Sprintf("waiting for the front end: %v", err))
 		return endClosed, front
 	case front.Closing():
+		closeStore()
 		blkif.WriteState(xc, d.bp, blkif.StateClosed)
 		return endClosed, front
 	}
@@ -281,10 +298,10 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 	runErr := c.run(sctx)
 	cancel()
 	watched.Wait()
-	if ctx.Err() == nil {
-		blkif.WriteState(xc, d.bp, blkif.StateClosing)
-	}
-	closeErr := c.close()
+	// As Linux blkback: disconnect (requests finished, store flushed and
+	// closed, its lock released) before saying so, so that a front end
+	// that saw this Closed may hand the image to another domain.
+	closeErr := errors.Join(c.close(), closeStore())
 	switch {
 	case ctx.Err() != nil:
 		d.log.Info("blkback: stopped", "err", closeErr)
@@ -405,7 +422,10 @@ func (s *Service) readRing(d *disk) (ringSetup, error) {
 // session ended, or StateUnknown if the session failed before it looked:
 // the state found now is then the baseline, so a front end that stays
 // Initialising is not retried until it writes its state again.
-func (s *Service) waitRestart(ctx context.Context, d *disk, last blkif.State) ending {
+//
+// retry, if not zero, also restarts a front end still Initialising after
+// that long.
+func (s *Service) waitRestart(ctx context.Context, d *disk, last blkif.State, retry time.Duration) ending {
 	xc := s.cfg.XenStore
 	w, err := xc.Watch(d.fp+"/"+blkif.KeyState, "vbd-restart-"+strconv.FormatUint(uint64(d.fe), 10)+"-"+strconv.FormatUint(uint64(d.devid), 10))
 	if err != nil {
@@ -415,6 +435,10 @@ func (s *Service) waitRestart(ctx context.Context, d *disk, last blkif.State) en
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	setting, written := true, false // the watch's first event is its setting, not a write
+	var retryAt time.Time
+	if retry > 0 {
+		retryAt = time.Now().Add(retry)
+	}
 	for {
 		st, err := blkif.ReadState(xc, d.fp)
 		if err != nil {
@@ -426,7 +450,7 @@ func (s *Service) waitRestart(ctx context.Context, d *disk, last blkif.State) en
 		if last == blkif.StateUnknown {
 			last = st
 		}
-		if st == blkif.StateInitialising && (last != st || written) {
+		if st == blkif.StateInitialising && (last != st || written || !retryAt.IsZero() && time.Now().After(retryAt)) {
 			return endClosed
 		}
 		last, written = st, false
