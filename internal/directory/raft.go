@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"shi/internal/faultnet"
+	"shi/internal/tlsconf"
 )
 
 // NodeConfig configures a Raft member of the directory.
@@ -32,6 +34,10 @@ type NodeConfig struct {
 	AdvertiseAddr string
 	// Faults, when set, wraps the transport (tests only).
 	Faults *faultnet.Faults
+	// TLS, when set, runs Raft over mutual TLS: a TLS stream layer under
+	// raft's NetworkTransport, refusing plaintext and peers whose
+	// certificate does not name the member at their address.
+	TLS *tlsconf.Config
 	// Logger receives Raft's logs.
 	Logger *slog.Logger
 
@@ -129,7 +135,7 @@ func NewNode(cfg NodeConfig, replica *Replica) (*Node, error) {
 		}
 		logs, stable, snaps = bs, bs, fs
 	}
-	sl, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.Faults)
+	sl, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.Faults, cfg.TLS)
 	if err != nil {
 		n.shutdownStores()
 		return nil, err
@@ -457,14 +463,16 @@ func (s snapshotSink) Persist(sink raft.SnapshotSink) error {
 
 func (s snapshotSink) Release() {}
 
-// streamLayer is Raft's TCP transport, with the test fault hook.
+// streamLayer is Raft's TCP transport, with the test fault hook, and
+// mutual TLS when tls is set.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	faults    *faultnet.Faults
+	tls       *tlsconf.Config
 }
 
-func newStreamLayer(bind, advertise string, f *faultnet.Faults) (*streamLayer, error) {
+func newStreamLayer(bind, advertise string, f *faultnet.Faults, tc *tlsconf.Config) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)
@@ -480,13 +488,32 @@ func newStreamLayer(bind, advertise string, f *faultnet.Faults) (*streamLayer, e
 	if f != nil {
 		ln = f.Listener(ln)
 	}
-	return &streamLayer{Listener: ln, advertise: adv, faults: f}, nil
+	return &streamLayer{Listener: ln, advertise: adv, faults: f, tls: tc}, nil
+}
+
+// Accept implements raft.StreamLayer. A TLS connection's handshake runs
+// on its first read, in the transport's goroutine for that connection,
+// so a slow or hostile peer never holds up the accept loop; a failed one
+// ends that connection only.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil || s.tls == nil {
+		return c, err
+	}
+	return tls.Server(c, s.tls.Server()), nil
 }
 
 func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := func(a string, t time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", a, t) }
+	d := func(a string, t time.Duration) (net.Conn, error) {
+		if s.tls == nil {
+			return net.DialTimeout("tcp", a, t)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), t)
+		defer cancel()
+		return s.tls.DialContext(ctx, &net.Dialer{}, a, "")
+	}
 	if s.faults != nil {
 		return s.faults.DialTimeout(d)(string(addr), timeout)
 	}

@@ -28,15 +28,28 @@ type Config struct {
 
 // Load reads the CA, the certificate and its key from PEM files.
 func Load(caFile, certFile, keyFile string) (*Config, error) {
-	caPEM, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls CA: %w", err)
+	var pems [3][]byte
+	for i, f := range []string{caFile, certFile, keyFile} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		pems[i] = b
 	}
+	c, err := FromPEM(pems[0], pems[1], pems[2])
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s, %s, %s)", err, caFile, certFile, keyFile)
+	}
+	return c, nil
+}
+
+// FromPEM is Load from the files' contents.
+func FromPEM(caPEM, certPEM, keyPEM []byte) (*Config, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("tls CA: %s holds no PEM certificate", caFile)
+		return nil, errors.New("tls CA: no PEM certificate")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tls certificate: %w", err)
 	}
@@ -45,7 +58,7 @@ func Load(caFile, certFile, keyFile string) (*Config, error) {
 		return nil, fmt.Errorf("tls certificate: %w", err)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("tls certificate %s is not signed by the CA in %s: %w", certFile, caFile, err)
+		return nil, fmt.Errorf("tls certificate is not signed by the CA: %w", err)
 	}
 	cert.Leaf = leaf
 	return &Config{Roots: roots, Cert: cert}, nil
