@@ -17,6 +17,7 @@ import (
 	"shi/guest/hv"
 	"shi/guest/xs"
 	"shi/internal/abi"
+	"shi/internal/devices/blkback"
 	"shi/internal/devices/console"
 	"shi/internal/directory"
 	"shi/internal/domain"
@@ -26,7 +27,7 @@ import (
 )
 
 // The driver domain (DESIGN.md §2) is a domain of the agent's own, with
-// its own domid, that hosts this host's back ends: today the consoles.
+// its own domid, that hosts this host's back ends: consoles and disks.
 // It speaks to the hypervisor through the guest library like any domain,
 // so its back ends work with front ends on any host.
 
@@ -78,10 +79,28 @@ func (a *agent) startDriver(ctx context.Context) {
 		return
 	}
 	defer xsc.Close()
+	// The disk back ends watch and write XenStore on a client of their
+	// own: a console's watch events never queue behind a disk's.
+	dxs, err := xs.Open(a.cfg.XenstoreSocket)
+	if err != nil {
+		a.log.Error("driver domain: xenstore", "err", err)
+		return
+	}
+	defer dxs.Close()
+	disks := blkback.NewService(blkback.ServiceConfig{Hypervisor: hvc, XenStore: dxs,
+		Logger: a.log.With("sub", "disk", "driver", d.ID)})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := disks.Run(ctx); err != nil {
+			a.log.Error("driver domain: disks", "err", err)
+		}
+	}()
+	defer func() { <-done }()
 	svc := console.NewService(console.ServiceConfig{Hypervisor: hvc, XenStore: xsc,
 		Logger: a.log.With("sub", "console", "driver", d.ID), EndReason: a.consoleEndReason})
 	a.consoles.Store(svc)
-	a.log.Info("driver domain serving consoles", "dom", d.ID)
+	a.log.Info("driver domain serving consoles and disks", "dom", d.ID)
 	if err := svc.Run(ctx); err != nil {
 		a.log.Error("driver domain: consoles", "err", err)
 	}
