@@ -68,3 +68,15 @@ func TestRunDiskNoDomain(t *testing.T) {
 		t.Fatalf("want a row for each workload, got %q", rows)
 	}
 }
+
+// FuzzParseFio: whatever fio printed, an answer or an error, never a panic.
+func FuzzParseFio(f *testing.F) {
+	f.Add([]byte(fioSample))
+	f.Add([]byte(`{"jobs":[{"read":{"total_ios":1}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseFio(b)
+		if err == nil && r.IOs <= 0 {
+			t.Fatalf("accepted %q with no I/O", b)
+		}
+	})
+}
