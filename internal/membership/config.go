@@ -49,6 +49,9 @@ type Config struct {
 	// Hosts with another key (or none) cannot join. ParseKey decodes the
 	// agent's -encrypt flag. Nil means no encryption.
 	EncryptKey []byte
+	// Keys are more keys gossip accepts beside EncryptKey (the primary,
+	// which encrypts what we send): a keyring a rotation left (keyring.go).
+	Keys [][]byte
 
 	// Logger receives our log and memberlist's, at memberlist's levels.
 	// It must be set.
@@ -177,6 +180,8 @@ func ValidateConfig(c *Config) error {
 		return fmt.Errorf("membership: AdvertisePort %d out of range", c.AdvertisePort)
 	case c.EncryptKey != nil && len(c.EncryptKey) != 16 && len(c.EncryptKey) != 24 && len(c.EncryptKey) != 32:
 		return fmt.Errorf("membership: EncryptKey is %d bytes, want 16, 24 or 32", len(c.EncryptKey))
+	case c.EncryptKey == nil && len(c.Keys) > 0:
+		return errors.New("membership: Keys without an EncryptKey")
 	case c.ProbeInterval <= 0 || c.ProbeTimeout <= 0 || c.GossipInterval <= 0 || c.TCPTimeout <= 0:
 		return errors.New("membership: ProbeInterval, ProbeTimeout, GossipInterval and TCPTimeout must be positive")
 	case c.ProbeTimeout > c.ProbeInterval:

@@ -24,6 +24,8 @@ type Membership struct {
 	ml     *memberlist.Memberlist
 	addr   string // our advertised gossip address
 	events *eventQueue
+	// keyring is memberlist's (nil without encryption); it locks itself.
+	keyring *memberlist.Keyring
 
 	stop     chan struct{} // closed by Shutdown
 	stopLoop chan struct{} // closed by Leave or Shutdown: ends the reconnect loop
@@ -98,7 +100,12 @@ func New(cfg Config) (*Membership, error) {
 	mc.TCPTimeout = cfg.TCPTimeout
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	if cfg.EncryptKey != nil {
-		mc.SecretKey = slices.Clone(cfg.EncryptKey)
+		kr, err := memberlist.NewKeyring(cfg.Keys, slices.Clone(cfg.EncryptKey))
+		if err != nil {
+			_ = tr.Shutdown()
+			return nil, fmt.Errorf("membership: keyring: %w", err)
+		}
+		mc.Keyring, m.keyring = kr, kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	d := &delegate{m}
