@@ -143,8 +143,31 @@ func (c *conn) transmit() error {
 		wg    sync.WaitGroup
 		bud   budget
 		order = ordering{inflight: map[*span]struct{}{}}
+		// Workers live as long as the connection: a goroutine per request
+		// would grow a fresh stack for each.
+		jobs    = make(chan func())
+		workers int
 	)
 	bud.cond.L = &bud.mu
+	dispatch := func(j func()) {
+		select {
+		case jobs <- j: // an idle worker took it
+			return
+		default:
+		}
+		if workers >= maxInFlight {
+			jobs <- j
+			return
+		}
+		workers++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ; j != nil; j = <-jobs {
+				j()
+			}
+		}()
+	}
 	err := func() error {
 		var hdr [requestLen]byte
 		for {
@@ -200,9 +223,7 @@ func (c *conn) transmit() error {
 				bud.acquire(cost)
 			}
 			sp, deps := order.start(req)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			dispatch(func() {
 				for _, d := range deps {
 					<-d
 				}
@@ -210,9 +231,10 @@ func (c *conn) transmit() error {
 				order.finish(sp)
 				putBuf(payload)
 				bud.release(cost)
-			}()
+			})
 		}
 	}()
+	close(jobs)
 	wg.Wait()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
