@@ -11,7 +11,8 @@ import (
 // Config is a domain's configuration, from an xl-style file:
 //
 //	name = "web"                    # required
-//	memory = 64                     # MiB of shareable pages (default 16)
+//	memory = 64                     # MiB it may use in all, shareable pages included (default 16)
+//	pids = 512                      # processes and threads it may have (default 512)
 //	cmd = "/usr/local/bin/server"   # required: the program the domain runs
 //	args = [ "-port", "80" ]
 //	env = [ "MODE=prod" ]
@@ -49,6 +50,7 @@ type Config struct {
 	OnCrash          string   `json:"on_crash"`
 	UUID             string   `json:"uuid,omitempty"`
 	VCPUs            int      `json:"vcpus,omitempty"`
+	Pids             int      `json:"pids,omitempty"`
 	Disks            []string `json:"disks,omitempty"`
 	Vchans           []string `json:"vchans,omitempty"`
 	GrantFrames      int      `json:"grant_frames,omitempty"`
@@ -84,6 +86,8 @@ const (
 const (
 	DefaultMemoryMiB = 16
 	MaxMemoryMiB     = 1 << 20
+	DefaultPids      = 512
+	MaxPids          = 1 << 22
 	maxListLen       = 1024
 	MaxConfigSize    = 1 << 20
 )
@@ -225,6 +229,10 @@ func (c *Config) set(key string, v value) error {
 		var n uint64
 		n, err = num(1, 512)
 		c.VCPUs = int(n)
+	case "pids":
+		var n uint64
+		n, err = num(1, MaxPids)
+		c.Pids = int(n)
 	case "disks", "disk":
 		if c.Disks, err = strs(); err == nil {
 			if e := checkDisks(c.Disks); e != nil {

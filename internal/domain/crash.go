@@ -57,7 +57,7 @@ func restartsOnCrash(d directory.Domain) bool {
 // exited releases a domain whose process ended.
 func (m *Manager) exited(r *running, st ExitStatus) {
 	defer m.wg.Done()
-	killSession(r.pid) // whatever it left behind in its session
+	st.OOM = m.reap(r) // whatever it left behind, in its cgroup or session
 	// Its last lines may still be in the pipe. A process that left the
 	// session could hold the pipe open for ever: do not wait for that.
 	select {
@@ -212,7 +212,7 @@ func (m *Manager) reconcileOnce(ctx context.Context) {
 			if !d.Running() && !r.destroying && !r.fenced {
 				m.log.Warn("domain ended by the directory while it ran here; killing it", "dom", d.ID, "name", d.Name, "state", d.State)
 				r.fenced = true
-				killSession(r.pid)
+				r.signal()
 			}
 		case m.starting[d.Name] != nil || m.releasing[d.ID]:
 			// Being created or released right now.
@@ -230,7 +230,7 @@ func (m *Manager) reconcileOnce(ctx context.Context) {
 		if !here[id] && r.created != 0 && applied >= r.created && !r.destroying && !r.fenced {
 			m.log.Warn("domain removed from the directory while it ran here; killing it", "dom", id, "name", r.dom.Name)
 			r.fenced = true
-			killSession(r.pid)
+			r.signal()
 		}
 	}
 	m.mu.Unlock()

@@ -115,17 +115,29 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		},
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
+	group, err := m.newGroup(d, cfg)
+	if err != nil {
+		pr.Close()
+		pw.Close()
+		return fmt.Errorf("cgroup: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		pr.Close()
 		pw.Close()
+		if group != nil {
+			group.Remove()
+		}
 		return ErrClosed
 	}
-	err = cmd.Start()
+	err = start(group, cmd)
 	pw.Close()
 	if err != nil {
 		pr.Close()
+		if group != nil {
+			group.Remove()
+		}
 		return fmt.Errorf("start %s: %w", path, err)
 	}
 	outEOF := make(chan struct{})
@@ -134,12 +146,17 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		pr.Close()
 		close(outEOF)
 	}()
-	r := &running{dom: d, cfg: cfg, spec: spec, pid: cmd.Process.Pid, exited: make(chan struct{}), out: tail, outEOF: outEOF}
+	r := &running{dom: d, cfg: cfg, spec: spec, pid: cmd.Process.Pid, exited: make(chan struct{}), out: tail, outEOF: outEOF, group: group}
 	m.running[d.ID] = r
 	m.sessions[r.pid] = d.ID
 	m.wg.Add(1)
+	waited := make(chan struct{})
+	if group != nil {
+		go m.watchOOM(r, waited)
+	}
 	go func() {
 		cmd.Wait()
+		close(waited)
 		m.exited(r, exitStatus(cmd.ProcessState))
 	}()
 	return nil

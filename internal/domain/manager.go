@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"shi/internal/abi"
+	"shi/internal/cgroup"
 	"shi/internal/directory"
 	"shi/internal/hypervisor"
 )
@@ -97,15 +98,20 @@ type ExitStatus struct {
 	Code      int    // exit code, -1 if killed by a signal
 	Signal    string // the signal that killed it, if any
 	Destroyed bool   // it was destroyed (shi destroy, agent shutdown)
+	OOM       bool   // it ran out of memory: the kernel killed a process of it
 }
 
 // Crashed reports whether the domain ended on its own with a failure.
-func (s ExitStatus) Crashed() bool { return !s.Destroyed && (s.Code != 0 || s.Signal != "") }
+func (s ExitStatus) Crashed() bool {
+	return !s.Destroyed && (s.Code != 0 || s.Signal != "" || s.OOM)
+}
 
 func (s ExitStatus) String() string {
 	switch {
 	case s.Destroyed:
 		return "destroyed"
+	case s.OOM:
+		return "out of memory"
 	case s.Signal != "":
 		return "killed by " + s.Signal
 	}
@@ -121,6 +127,7 @@ type running struct {
 	exited chan struct{} // closed once it is fully released
 	out    *outputTail   // the tail of its output
 	outEOF chan struct{} // closed once its output pipe is drained
+	group  *cgroup.Group // its cgroup; nil when uncontained
 
 	// Guarded by Manager.mu.
 	destroying bool   // shi destroy or agent shutdown: it ends on purpose
@@ -152,6 +159,11 @@ type Manager struct {
 	runOnce sync.Once
 	run     string
 	runErr  error
+
+	// The domains' cgroups (contain_linux.go); cg is nil when domains
+	// run uncontained.
+	cgOnce sync.Once
+	cg     *cgroup.Host
 }
 
 // NewManager returns a manager with no domains.
@@ -386,9 +398,9 @@ func (m *Manager) Destroy(ctx context.Context, ref string) error {
 		}
 		return m.commitRemove(ctx, d.ID)
 	}
-	killSession(r.pid)
+	r.signal()
 	select {
-	case <-r.exited:
+	case <-r.exited: // every process gone: exited reaped its cgroup
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -425,10 +437,11 @@ func (m *Manager) Close() {
 	m.closed = true
 	for _, r := range m.running {
 		r.destroying = true
-		killSession(r.pid)
+		r.signal()
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.closeCgroups()
 	m.runOnce.Do(func() {}) // waits for a launch making it
 	if m.run != "" {
 		os.RemoveAll(m.run)
