@@ -55,10 +55,16 @@ func AgentURL(getenv func(string) string) string {
 type Client struct {
 	URL  string
 	HTTP *http.Client
+	// Token, if set, goes with every request as "Authorization: Bearer".
+	Token string
 }
 
-// NewClient returns a client of the agent at url (http://IP:PORT).
+// NewClient returns a client of the agent at url (http://IP:PORT, or
+// unix:PATH for the agent's local socket).
 func NewClient(url string) *Client {
+	if path, ok := strings.CutPrefix(url, "unix:"); ok {
+		return &Client{URL: url, HTTP: unixHTTP(path)}
+	}
 	return &Client{URL: strings.TrimRight(url, "/"), HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
@@ -102,10 +108,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.Base()+path, body)
 	if err != nil {
 		return err
 	}
+	c.Authorize(req.Header)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -59,6 +59,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shi agent: %v\n", err)
 		return 2
 	}
+	cfg.OnBootstrapToken = func(secret string) {
+		fmt.Fprintf(stdout, "%s=%s\n", api.EnvToken, secret)
+	}
 	err = Run(ctx, cfg, func(i Info) {
 		fmt.Fprintf(stdout, "%s=%s\n%s=%s\n", api.EnvXenstore, i.XenstoreSocket, api.EnvAgent, i.APIURL)
 		if f, ok := stdout.(*os.File); ok {
@@ -171,6 +174,13 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	defer a.domains.Close() // kills this host's domains; runs before the cluster stops
 	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota, Identify: a.domains.Identify})
 	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.APISocket != "" {
+		stopSocket, err := a.serveSocket(hs.Handler)
+		if err != nil {
+			return err
+		}
+		defer stopSocket()
+	}
 
 	errc := make(chan error, 2)
 	wg.Add(5)
@@ -198,7 +208,10 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 			errc <- err
 		}
 	}()
-	log.Info("agent serving", "name", cfg.Name, "dev", cfg.Dev, "xenstore", cfg.XenstoreSocket, "api", a.apiURL)
+	log.Info("agent serving", "name", cfg.Name, "dev", cfg.Dev, "xenstore", cfg.XenstoreSocket, "api", a.apiURL, "api_socket", cfg.APISocket)
+	if cfg.Dev {
+		log.Warn("dev agent: the API takes no token; it listens on loopback only", "api", a.apiURL)
+	}
 	if ready != nil {
 		ready(Info{XenstoreSocket: cfg.XenstoreSocket, APIURL: a.apiURL})
 	}

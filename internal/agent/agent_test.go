@@ -168,6 +168,7 @@ func TestCluster(t *testing.T) {
 		cfg.TestTiming = true
 		// Gossip encryption, and the key authenticates forwarded changes.
 		cfg.EncryptKey = []byte("shi-test-key-16b")
+		cfg.APIToken = testToken
 		for j := 0; j < 3; j++ {
 			cfg.Join = append(cfg.Join, fmt.Sprintf("127.0.%d.%d", base, j+1))
 		}
@@ -225,7 +226,9 @@ func TestCluster(t *testing.T) {
 			b.c.Close()
 		}
 	}
-	ns, err := api.NewClient(infos[1].APIURL).Nodes(context.Background())
+	c1 := api.NewClient(infos[1].APIURL)
+	c1.Token = testToken
+	ns, err := c1.Nodes(context.Background())
 	if err != nil || len(ns) != 3 {
 		t.Fatalf("nodes: %+v %v", ns, err)
 	}
@@ -241,6 +244,7 @@ func TestCluster(t *testing.T) {
 func waitLeader(t *testing.T, url string) {
 	t.Helper()
 	c := api.NewClient(url)
+	c.Token = testToken
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if in, err := c.Info(context.Background()); err == nil && in.Leader != "" && in.HostsAlive == 3 {

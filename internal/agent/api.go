@@ -53,12 +53,13 @@ func (a *agent) routes() http.Handler {
 	// by the gate around the whole API, before any other handler).
 	tickets := &webconsole.Tickets{Store: ticket.New(ticket.DefaultTTL, ticket.DefaultMax), Lookup: a.ticketDomain}
 	mux.HandleFunc("POST "+api.ConsoleTicketsPath, tickets.ServeIssue)
+	a.aclRoutes(mux)
 	mux.Handle("GET "+webconsole.PagePath, webconsole.Page())
 	mux.Handle("GET /{$}", http.RedirectHandler(webconsole.PagePath, http.StatusFound))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return tickets.Gate(mux)
+	return a.authenticate(tickets.Gate(mux))
 }
 
 // ticketDomain finds a domain for a console ticket.

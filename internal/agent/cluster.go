@@ -82,7 +82,7 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		}()
 	}
 
-	loops := []func(context.Context){a.bootstrapLoop, a.leaderLoop, a.eventLoop, a.metaLoop, a.domainLoop}
+	loops := []func(context.Context){a.bootstrapLoop, a.leaderLoop, a.eventLoop, a.metaLoop, a.domainLoop, a.authLoop}
 	wg.Add(len(loops))
 	for _, l := range loops {
 		go func() {
@@ -106,7 +106,7 @@ func (a *agent) peerHTTP() *http.Client {
 	if a.faults != nil {
 		t.DialContext = a.faults.Dial((&net.Dialer{Timeout: 10 * time.Second}).DialContext)
 	}
-	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+	return &http.Client{Transport: agentAuth{a, t}, Timeout: 30 * time.Second}
 }
 
 func (a *agent) localMeta() membership.Meta {

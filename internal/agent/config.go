@@ -41,6 +41,17 @@ type Config struct {
 	ConsoleHelper string
 	// Logger receives the agent's logs.
 	Logger *slog.Logger
+	// APISocket is the path of the local API socket, served without a
+	// token to root and the agent's user ("": none).
+	APISocket string
+	// APIToken is a management token's secret (-api-token-file's): the
+	// first leader bootstraps the cluster's tokens with it, and every
+	// agent given it adds it if missing. "": the first leader makes one
+	// and prints it once.
+	APIToken string
+	// OnBootstrapToken, if set, is told the management token this agent
+	// made when it bootstrapped the cluster's tokens.
+	OnBootstrapToken func(secret string)
 
 	// Cluster mode (not Dev).
 
@@ -135,6 +146,10 @@ func (c *Config) Validate() error {
 		if c.APIAddr == "" {
 			c.APIAddr = api.DefaultAddr
 		}
+		// No tokens: only this host may reach the API.
+		if h, _, err := net.SplitHostPort(c.APIAddr); err != nil || !net.ParseIP(h).IsLoopback() {
+			errs = append(errs, fmt.Errorf("-dev serves its API without tokens, so only on a loopback address, not %q", c.APIAddr))
+		}
 		return errors.Join(errs...)
 	}
 	if c.DataDir == "" {
@@ -167,6 +182,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.XenstoreSocket, "xenstore-socket", cfg.XenstoreSocket, "path of the XenStore socket")
 	fs.StringVar(&cfg.XenLibs, "xen-libs", "", "directory of shi's libxenevtchn.so.1/libxengnttab.so.1 (scripts/build-libxen.sh DIR) for domains with xen_libs = 1")
 	fs.StringVar(&cfg.APIAddr, "api", "", "HTTP API address IP:PORT (default 127.0.0.1:7070 with -dev, else BIND:7070; port 0 picks a free one)")
+	fs.StringVar(&cfg.APISocket, "api-socket", "", "local API socket, for root on this host without a token (default "+api.DefaultAPISocket+", or NAME.api.sock beside another -xenstore-socket NAME.sock; \"none\": no socket)")
+	tokenFile := fs.String("api-token-file", "", "file with the management token the cluster's tokens are bootstrapped with (created with a new token if missing); without it the first leader prints one")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
 	fs.StringVar(&cfg.BindIP, "bind", "", "this host's IP address for gossip, Raft and the API")
 	if exe, err := os.Executable(); err == nil {
@@ -207,6 +224,19 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 			return cfg, fmt.Errorf("-encrypt: %v", err)
 		}
 		cfg.EncryptKey = k
+	}
+	switch cfg.APISocket {
+	case "":
+		cfg.APISocket = api.SocketBeside(cfg.XenstoreSocket)
+	case "none":
+		cfg.APISocket = ""
+	}
+	if *tokenFile != "" {
+		t, err := readTokenFile(*tokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("-api-token-file: %v", err)
+		}
+		cfg.APIToken = t
 	}
 	if err := xenstore.ParseQuota(&cfg.Quota, *quota); err != nil {
 		return cfg, fmt.Errorf("-quota: %v", err)

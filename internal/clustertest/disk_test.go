@@ -310,6 +310,26 @@ func TestDisk(t *testing.T) {
 		if err := h0.API.DestroyDomain(ctx, strconv.Itoa(int(d.ID))); err != nil {
 			t.Fatal(err)
 		}
+
+		// export= in the config: served from the start, gone with the domain.
+		addr := h0.IP + ":10811"
+		d = createOn(t, ctx, h0, fmt.Sprintf("name = \"exp2\"\ncmd = \"/bin/sleep\"\nargs = [\"600\"]\n%s\n", disk(img, ",export="+addr)))
+		eventually(t, 20*time.Second, "the config's export", func() error {
+			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.NS.Host(2).NS, "nbdinfo", "--size", "nbd://"+addr+"/xvda").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(diskSize) {
+				return fmt.Errorf("nbdinfo: %v %s", err, out)
+			}
+			return nil
+		})
+		if err := h0.API.DestroyDomain(ctx, strconv.Itoa(int(d.ID))); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the export to end with its domain", func() error {
+			if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.NS.Host(2).NS, "nbdinfo", "nbd://"+addr+"/xvda").CombinedOutput(); err == nil {
+				return fmt.Errorf("still served: %s", out)
+			}
+			return nil
+		})
 	})
 
 	t.Run("back end killed", func(t *testing.T) {
