@@ -29,6 +29,9 @@ type Domain struct {
 	UUID      string          `json:"uuid,omitempty"`
 	Created   time.Time       `json:"created"`
 	Config    json.RawMessage `json:"config,omitempty"` // the parsed config
+	// Usage is what it uses now, when its host contains it in a cgroup
+	// and answered (nil otherwise).
+	Usage *DomainUsage `json:"usage,omitempty"`
 }
 
 // Uptime is how long the domain has existed, as of now.

@@ -23,6 +23,7 @@ type Forwarder func(host string) (url string, ok bool)
 //
 //	POST   /v1/domains              api.DomainSpec -> api.Domain (201)
 //	GET    /v1/domains              -> []api.Domain, cluster-wide
+//	       ?usage=all|local           with usage; local: this host's only (usage.go)
 //	GET    /v1/domains/{dom}        -> api.Domain (by id or name)
 //	GET    /v1/domains/{dom}/output -> api.DomainOutput, from its host
 //	DELETE /v1/domains/{dom}        -> 204 once the domain is gone
@@ -79,6 +80,7 @@ func DomainHandler(m *domain.Manager, fwd Forwarder) http.Handler {
 		for _, d := range ds {
 			out = append(out, ToAPI(d))
 		}
+		out = listUsage(r, m, fwd, out)
 		api.WriteJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/domains/{dom}", func(w http.ResponseWriter, r *http.Request) {

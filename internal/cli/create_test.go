@@ -63,13 +63,23 @@ func TestCreateListDestroy(t *testing.T) {
 	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "ID  NAME") {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
-	if f := strings.Fields(lines[1]); len(f) != 7 || f[0] != "1" || f[1] != "web" || f[2] != e.Host || f[3] != "running" || f[4]+" "+f[5] != "8.0 MiB" {
+	f := strings.Fields(lines[1])
+	if len(f) < 9 || f[0] != "1" || f[1] != "web" || f[2] != e.Host || f[3] != "running" || f[4]+" "+f[5] != "8.0 MiB" {
 		t.Fatalf("list row %q", lines[1])
+	}
+	// Memory and CPU used, as its cgroup counts them when the agent (root)
+	// contains it; "-" when it runs uncontained.
+	if os.Geteuid() == 0 {
+		if len(f) != 10 || !strings.HasSuffix(f[7], "iB") || !strings.HasSuffix(f[8], "s") {
+			t.Fatalf("list row of a contained domain %q", lines[1])
+		}
+	} else if len(f) != 9 || f[6] != "-" || f[7] != "-" {
+		t.Fatalf("list row of an uncontained domain %q", lines[1])
 	}
 	code, out, _ = run(t, e.APIURL, "list", "-json")
 	var ds []api.Domain
 	if err := json.Unmarshal([]byte(out), &ds); code != 0 || err != nil || len(ds) != 1 || ds[0].Name != "web" || ds[0].MemoryMiB != 8 ||
-		ds[0].Uptime(time.Now()) <= 0 || ds[0].UUID == "" {
+		ds[0].Uptime(time.Now()) <= 0 || ds[0].UUID == "" || (os.Geteuid() == 0) != (ds[0].Usage != nil) {
 		t.Fatalf("list -json: %d %v %s", code, err, out)
 	}
 	if code, _, errs := run(t, e.APIURL, "create", cfg); code != 1 || !strings.Contains(errs, "a domain with that name exists") {

@@ -9,7 +9,7 @@ import (
 )
 
 func init() {
-	register("list", "list every domain of the cluster: id, name, host, state, memory, uptime", runList)
+	register("list", "list every domain of the cluster: id, name, host, state, memory, memory and CPU used, uptime", runList)
 }
 
 func runList(ctx context.Context, env *Env, args []string) int {
@@ -23,7 +23,7 @@ func runList(ctx context.Context, env *Env, args []string) int {
 		env.Errorf("list: unexpected arguments")
 		return 2
 	}
-	ds, err := agentClient(env).ListDomains(ctx)
+	ds, err := agentClient(env).ListDomainsUsage(ctx)
 	if err != nil {
 		env.Errorf("%v", err)
 		return 1
@@ -33,13 +33,19 @@ func runList(ctx context.Context, env *Env, args []string) int {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tHOST\tSTATE\tMEMORY\tUPTIME")
+	fmt.Fprintln(tw, "ID\tNAME\tHOST\tSTATE\tMEMORY\tUSED\tCPU\tUPTIME")
 	for _, d := range ds {
 		up := "-"
 		if d.State == "running" {
 			up = d.Uptime(now).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, d.Host, d.State, bytesIEC(d.MemoryMiB<<20), up)
+		// Used: what its host's cgroup counts ("-": not running,
+		// uncontained, or its host did not answer in time).
+		used, cpu := "-", "-"
+		if u := d.Usage; u != nil {
+			used, cpu = bytesIEC(u.MemoryBytes), fmt.Sprintf("%.1fs", u.CPUSeconds)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Name, d.Host, d.State, bytesIEC(d.MemoryMiB<<20), used, cpu, up)
 	}
 	tw.Flush()
 	return 0
