@@ -218,12 +218,12 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 
 	// (a) shi's path: a domain whose disk is the image.
 	if cfg.API != "" {
-		p, stop, err := startDiskDomain(ctx, cfg)
+		ps, stop, err := startDiskDomain(ctx, cfg)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		paths = append(paths, p)
+		paths = append(paths, ps...)
 	}
 	// shi's NBD server on the file, in this process (the same host only:
 	// it is a server, not a disk path).
@@ -239,7 +239,7 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 	nbdkit := diskPath{name: "nbdkit file", uri: cfg.NbdkitURI}
 	if cfg.NbdkitURI == "" {
 		sock := filepath.Join(dir, "nbdkit.sock")
-		stop, err := startServer(ctx, sock, cfg.Nbdkit, "--foreground", "--exit-with-parent", "-U", sock, "file", cfg.Image)
+		stop, err := startServer(ctx, "unix", sock, cfg.Nbdkit, "--foreground", "--exit-with-parent", "-U", sock, "file", cfg.Image)
 		if err != nil {
 			return fmt.Errorf("nbdkit: %w", err)
 		}
@@ -248,10 +248,25 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 	} else {
 		nbdkit.name += " (TCP)"
 	}
+	base := len(paths) // the ratios' denominator
 	paths = append(paths, nbdkit)
+	if cfg.NbdkitURI == "" && len(paths) > 1 && paths[1].name == "shi disk export" {
+		// The export's baseline: nbdkit on TCP loopback.
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		stop, err := startServer(ctx, "tcp", addr, cfg.Nbdkit, "--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "file", cfg.Image)
+		if err != nil {
+			return fmt.Errorf("nbdkit on TCP: %w", err)
+		}
+		defer stop()
+		paths = append(paths, diskPath{name: "nbdkit file (TCP)", uri: "nbd://" + addr + "/"})
+	}
 	if cfg.QemuNBD != "" {
 		sock := filepath.Join(dir, "qemu-nbd.sock")
-		stop, err := startServer(ctx, sock, cfg.QemuNBD, "--persistent", "--format=raw", "--cache=writeback", "-k", sock, cfg.Image)
+		stop, err := startServer(ctx, "unix", sock, cfg.QemuNBD, "--persistent", "--format=raw", "--cache=writeback", "-k", sock, cfg.Image)
 		if err != nil {
 			return fmt.Errorf("qemu-nbd: %w", err)
 		}
@@ -291,10 +306,7 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 		head = append(head, p.name)
 	}
 	t.Row(append(head, paths[0].name+" / nbdkit")...)
-	nk := len(paths) - 1
-	if cfg.QemuNBD != "" {
-		nk--
-	}
+	nk := base
 	var headline float64
 	for i, wl := range cfg.Workloads {
 		row := []string{wl.Name}
@@ -400,9 +412,9 @@ func tail(b []byte) string {
 	return "\n" + string(b)
 }
 
-// startServer starts an NBD server program that listens on the Unix
-// socket sock, and waits until it accepts.
-func startServer(ctx context.Context, sock, prog string, args ...string) (stop func(), err error) {
+// startServer starts an NBD server program that listens on addr, and
+// waits until it serves.
+func startServer(ctx context.Context, network, addr, prog string, args ...string) (stop func(), err error) {
 	cmd := exec.CommandContext(ctx, prog, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -415,23 +427,23 @@ func startServer(ctx context.Context, sock, prog string, args ...string) (stop f
 		cmd.Process.Kill()
 		<-exited
 	}
-	if err := waitSocket(ctx, sock, exited, 10*time.Second); err != nil {
+	if err := waitNBD(ctx, network, addr, exited, 10*time.Second); err != nil {
 		stop()
 		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
 	}
 	return stop, nil
 }
 
-// waitSocket waits until an NBD server answers on a Unix socket.
-func waitSocket(ctx context.Context, sock string, exited <-chan struct{}, timeout time.Duration) error {
+// waitNBD waits until an NBD server answers on addr.
+func waitNBD(ctx context.Context, network, addr string, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		err := probeNBD(sock)
+		err := probeNBD(network, addr)
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not serve NBD within %v: %w", sock, timeout, err)
+			return fmt.Errorf("%s does not serve NBD within %v: %w", addr, timeout, err)
 		}
 		select {
 		case <-exited:
@@ -445,8 +457,8 @@ func waitSocket(ctx context.Context, sock string, exited <-chan struct{}, timeou
 
 // probeNBD connects, reads the greeting and leaves with NBD_OPT_ABORT, so
 // the server sees a client that said goodbye, not a broken connection.
-func probeNBD(sock string) error {
-	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+func probeNBD(network, addr string) error {
+	c, err := net.DialTimeout(network, addr, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -470,6 +482,16 @@ func probeNBD(sock string) error {
 	// The ACK is optional: a server may just close.
 	io.ReadFull(c, make([]byte, 20))
 	return nil
+}
+
+// freePort is a TCP port on loopback that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // serveFile serves the image with internal/nbd in this process.
@@ -499,9 +521,10 @@ func serveFile(ctx context.Context, image, sock string) (diskPath, func(), error
 }
 
 // startDiskDomain creates a domain whose disk xvda is the image (on the
-// disk's host) and returns the NBD socket its disk is served on, on the
-// domain's host (this one).
-func startDiskDomain(ctx context.Context, cfg DiskConfig) (diskPath, func(), error) {
+// disk's host) and returns the paths to it: the NBD socket its disk is
+// served on, on the domain's host (this one), and when the disk is local
+// its export over TCP.
+func startDiskDomain(ctx context.Context, cfg DiskConfig) ([]diskPath, func(), error) {
 	c := api.NewClient(cfg.API)
 	disk := fmt.Sprintf("path=%s,dev=xvda,mode=w", cfg.Image)
 	if cfg.Hosts[1] != "" {
@@ -512,7 +535,7 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) (diskPath, func(), err
 	text := fmt.Sprintf("name = %q\ncmd = \"/bin/sleep\"\nargs = [\"infinity\"]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\ndisks = [%q]\n", name, disk)
 	d, err := c.CreateDomain(ctx, api.DomainSpec{Config: text, Node: cfg.Hosts[0]})
 	if err != nil {
-		return diskPath{}, nil, fmt.Errorf("create %s: %w", name, err)
+		return nil, nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	id := strconv.Itoa(int(d.ID))
 	stop := func() {
@@ -520,9 +543,9 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) (diskPath, func(), err
 		defer cancel()
 		c.DestroyDomain(ctx, id)
 	}
-	fail := func(err error) (diskPath, func(), error) {
+	fail := func(err error) ([]diskPath, func(), error) {
 		stop()
-		return diskPath{}, nil, fmt.Errorf("domain %s (id %d on %s): %w", name, d.ID, d.Host, err)
+		return nil, nil, fmt.Errorf("domain %s (id %d on %s): %w", name, d.ID, d.Host, err)
 	}
 	var sock string
 	deadline := time.Now().Add(60 * time.Second)
@@ -548,12 +571,24 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) (diskPath, func(), err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if err := waitSocket(ctx, sock, nil, time.Until(deadline)+5*time.Second); err != nil {
+	if err := waitNBD(ctx, "unix", sock, nil, time.Until(deadline)+5*time.Second); err != nil {
 		return fail(fmt.Errorf("its disk xvda: %w", err))
 	}
 	n := "shi disk"
 	if cfg.remote() {
 		n = "shi remote disk"
 	}
-	return diskPath{name: n, uri: "nbd+unix:///xvda?socket=" + sock}, stop, nil
+	paths := []diskPath{{name: n, uri: "nbd+unix:///xvda?socket=" + sock}}
+	if !cfg.remote() {
+		// The same disk exported over TCP by its host ("shi disk export").
+		x, err := c.ExportDisk(ctx, id, "xvda", api.DiskExport{})
+		if err == nil {
+			err = waitNBD(ctx, "tcp", x.Export, nil, 10*time.Second)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("export its disk xvda: %w", err))
+		}
+		paths = append(paths, diskPath{name: "shi disk export", uri: "nbd://" + x.Export + "/xvda"})
+	}
+	return paths, stop, nil
 }

@@ -18,7 +18,7 @@ func init() { benches["disk"] = benchDisk }
 func benchDisk(ctx context.Context, env *Env, args []string) error {
 	fs := flag.NewFlagSet("shi bench disk", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
-	runtime := fs.Duration("runtime", 5*time.Second, "length of each fio run")
+	runtime := fs.Duration("runtime", 3*time.Second, "length of each fio run")
 	size := fs.Int64("size", 256, "MiB of the image made when -image does not exist")
 	image := fs.String("image", "", "raw image file (made if missing; default: a temporary one)")
 	runs := fs.Int("runs", 3, "rounds, each running every workload on every path (the median is reported)")
