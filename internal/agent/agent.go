@@ -11,6 +11,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,6 +35,7 @@ import (
 	"shi/internal/faultnet"
 	"shi/internal/hypervisor"
 	"shi/internal/membership"
+	"shi/internal/tlsconf"
 	"shi/internal/transport"
 	"shi/internal/xenstore"
 	"shi/internal/xenstore/server"
@@ -91,6 +94,9 @@ type agent struct {
 	// exports are this host's disk exports (disks.go).
 	exports exports
 
+	// tls is the agents' mutual TLS (nil: off).
+	tls *tlsconf.Config
+
 	// Cluster mode only.
 	node    *directory.Node
 	cluster *directory.Cluster
@@ -112,6 +118,9 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	if cfg.TestFaults {
 		a.faults = faultnet.New()
 	}
+	if err := a.loadTLS(); err != nil {
+		return err
+	}
 
 	apil, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -121,6 +130,10 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	a.apiURL = "http://" + apil.Addr().String()
 	if a.faults != nil {
 		apil = a.faults.Listener(apil) // forwarded changes see the test faults too
+	}
+	if a.tls != nil {
+		a.apiURL = "https://" + strings.TrimPrefix(a.apiURL, "http://")
+		apil = tls.NewListener(apil, a.tls.API())
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -173,7 +186,7 @@ func Run(ctx context.Context, cfg Config, ready func(Info)) error {
 	}
 	defer a.domains.Close() // kills this host's domains; runs before the cluster stops
 	a.xs = server.New(server.Config{Backend: backend, Logger: log, Quota: cfg.Quota, Identify: a.domains.Identify})
-	hs := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: a.withPeers(a.routes()), ReadHeaderTimeout: 10 * time.Second}
 	if cfg.APISocket != "" {
 		stopSocket, err := a.serveSocket(hs.Handler)
 		if err != nil {

@@ -37,8 +37,9 @@ func (a *agent) routes() http.Handler {
 	mux.Handle("/v1/domains", dh)
 	mux.Handle("/v1/domains/", dh)
 	if a.cluster != nil {
-		mux.HandleFunc("POST /v1/internal/commit", a.cluster.ServeCommit)
-		mux.HandleFunc("POST /v1/internal/readindex", a.cluster.ServeReadIndex)
+		mux.HandleFunc("POST /v1/internal/commit", a.member(a.cluster.ServeCommit))
+		mux.HandleFunc("POST /v1/internal/readindex", a.member(a.cluster.ServeReadIndex))
+		a.keyringRoutes(mux)
 	}
 	if a.faults != nil {
 		mux.HandleFunc("POST /v1/internal/faults", a.setFaults)

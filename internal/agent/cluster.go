@@ -22,6 +22,7 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 		DataDir:  filepath.Join(cfg.DataDir, "raft"),
 		BindAddr: net.JoinHostPort(cfg.BindIP, fmt.Sprint(cfg.RaftPort)),
 		Faults:   a.faults,
+		TLS:      a.tls,
 		Logger:   a.log.With("sub", "raft"),
 		// Followers learn that an entry committed from the next append,
 		// which Raft sends at the latest after CommitTimeout (1-2x, random).
@@ -58,7 +59,11 @@ func (a *agent) startCluster(ctx context.Context, wg *sync.WaitGroup) (stop func
 	mc.BindAddr = cfg.BindIP
 	mc.BindPort = cfg.GossipPort
 	mc.Join = cfg.Join
-	mc.EncryptKey = cfg.EncryptKey
+	if mc.EncryptKey, mc.Keys, err = a.gossipKeys(); err != nil {
+		a.mesh.Close()
+		node.Shutdown()
+		return nil, fmt.Errorf("gossip keyring: %w", err)
+	}
 	mc.Logger = a.log.With("sub", "membership")
 	mc.Faults = a.faults
 	mc.Meta = a.localMeta()
@@ -105,6 +110,9 @@ func (a *agent) peerHTTP() *http.Client {
 	t.MaxIdleConnsPerHost = 16
 	if a.faults != nil {
 		t.DialContext = a.faults.Dial((&net.Dialer{Timeout: 10 * time.Second}).DialContext)
+	}
+	if a.tls != nil {
+		t = a.peerTransport(10*time.Second, 16)
 	}
 	return &http.Client{Transport: agentAuth{a, t}, Timeout: 30 * time.Second}
 }

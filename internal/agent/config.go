@@ -70,6 +70,10 @@ type Config struct {
 	BootstrapExpect int
 	// EncryptKey turns on gossip encryption (16, 24 or 32 bytes).
 	EncryptKey []byte
+	// TLSCA, TLSCert and TLSKey are PEM files ("shi tls"): the cluster
+	// CA, this host's certificate and its key. Set, they turn on mutual
+	// TLS between agents and HTTPS for the API; plaintext is refused.
+	TLSCA, TLSCert, TLSKey string
 	// ConsistentReads makes XenStore reads linearizable (a read index
 	// from the leader per read) instead of served from the local replica.
 	ConsistentReads bool
@@ -169,7 +173,17 @@ func (c *Config) Validate() error {
 	if c.VoterGrace <= 0 {
 		errs = append(errs, errors.New("-voter-grace must be positive"))
 	}
+	if set := btoi(c.TLSCA != "") + btoi(c.TLSCert != "") + btoi(c.TLSKey != ""); set != 0 && set != 3 {
+		errs = append(errs, errors.New("-tls-ca, -tls-cert and -tls-key go together"))
+	}
 	return errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // parseFlags fills a Config from the command line.
@@ -193,6 +207,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 3, "number of voting hosts: 1, 3 or 5")
 	encrypt := fs.String("encrypt", "", "cluster key, base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates forwarded changes and data-plane connections")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (UDP and TCP)")
+	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "cluster CA certificate (shi tls ca create): with -tls-cert and -tls-key, mutual TLS between agents and HTTPS for the API")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "this host's certificate (shi tls cert create -node NAME -ip IP)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "this host's certificate's key")
 	fs.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "Raft port")
 	fs.IntVar(&cfg.DataPort, "data-port", cfg.DataPort, "data-plane port (event channels, grants and links between hosts)")
 	fs.BoolVar(&cfg.ConsistentReads, "consistent-reads", false, "linearizable XenStore reads (one round trip to the leader each)")

@@ -285,7 +285,7 @@ func (a *agent) proxyConsole(w http.ResponseWriter, r *http.Request, d directory
 	q.Ticket = "" // checked here; the back end's agent needs none
 	u := strings.Replace(strings.TrimRight(base, "/"), "http", "ws", 1) + api.ConsolePath(strconv.FormatUint(uint64(d.ID), 10)) + "?" + q.Encode()
 	dctx, dcancel := context.WithTimeout(r.Context(), 10*time.Second)
-	peer, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPHeader: a.consoleHeader(r.Context())})
+	peer, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPHeader: a.consoleHeader(r.Context()), HTTPClient: a.consoleClient()})
 	dcancel()
 	if err != nil {
 		code, msg := http.StatusBadGateway, fmt.Sprintf("console of %s (%d) on host %s: %v", d.Name, d.ID, host, err)

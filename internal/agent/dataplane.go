@@ -31,6 +31,7 @@ func (a *agent) startDataPlane() error {
 		Name:     a.cfg.Name,
 		Listener: l,
 		Key:      a.cfg.EncryptKey,
+		TLS:      a.tls,
 		Resolve:  a.dataAddr,
 		Handle:   a.hv.Inbound,
 		Link:     a.acceptLink,

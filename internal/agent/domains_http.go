@@ -159,7 +159,7 @@ func (e *unreachableError) Error() string {
 // unreachable.
 var forwardHTTP = &http.Client{
 	Timeout:   30 * time.Second,
-	Transport: forwardAuth{&http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 4}},
+	Transport: forwardAuth{forwardTLS{&http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 4}}},
 }
 
 // forward runs call against the agent of host. It fails with
