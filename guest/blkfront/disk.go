@@ -55,11 +55,12 @@ type Disk struct {
 	poolShare  *gnttab.Share
 
 	// Set at Open.
-	size       int64
-	sectorSize int
-	readOnly   bool
-	flush      bool // feature-flush-cache
-	discard    bool // feature-discard
+	size        int64
+	sectorSize  int
+	readOnly    bool
+	flush       bool // feature-flush-cache
+	discard     bool // feature-discard
+	maxIndirect int  // feature-max-indirect-segments
 
 	// mu guards q, err, closed and the push state; cond waits on it for
 	// free ids and pages. Lock order: mu, then the library's (evtchn,

@@ -144,10 +144,7 @@ func OpenOptions(hvc *hv.Conn, xsc *xs.Client, dev string, opts Options) (_ *Dis
 	if err := d.readProperties(); err != nil {
 		return nil, err
 	}
-	maxIndirect := 0
-	if v, err := readUint(xsc, bdir+"/"+blkif.KeyFeatureMaxIndirect, 32); err == nil {
-		maxIndirect = min(int(v), opts.MaxSegments)
-	}
+	maxIndirect := min(d.maxIndirect, opts.MaxSegments)
 	if d.poolShare, err = d.g.SharePages(d.be, opts.PoolPages, true); err != nil {
 		return nil, fmt.Errorf("blkfront: %s: share %d data pages with dom%d: %w", dev, opts.PoolPages, d.be, err)
 	}
@@ -249,32 +246,83 @@ func (d *Disk) publish(order int) error {
 
 // readProperties reads what the back end publishes by Connected.
 func (d *Disk) readProperties() error {
-	sectors, err := readUint(d.xs, d.bdir+"/"+blkif.KeySectors, 64)
-	if err != nil {
-		return err
+	vals := map[string]string{}
+	for _, k := range propKeys {
+		if v, err := d.xs.Read(d.bdir + "/" + k); err == nil {
+			vals[k] = string(v)
+		}
 	}
-	d.sectorSize = abi.BlkifSectorSize
-	if v, err := readUint(d.xs, d.bdir+"/"+blkif.KeySectorSize, 32); err == nil {
+	p, err := parseProps(vals)
+	if err != nil {
+		return fmt.Errorf("blkfront: %s: the back end's %w", d.dev, err)
+	}
+	d.size, d.sectorSize, d.readOnly, d.flush, d.discard = p.size, p.sectorSize, p.readOnly, p.flush, p.discard
+	d.maxIndirect = p.maxIndirect
+	return nil
+}
+
+// propKeys are the back end's keys parseProps reads.
+var propKeys = []string{blkif.KeySectors, blkif.KeySectorSize, blkif.KeyInfo, blkif.KeyMode,
+	blkif.KeyFeatureFlushCache, blkif.KeyFeatureDiscard, blkif.KeyFeatureMaxIndirect}
+
+// props is what a back end publishes by Connected, checked: the values
+// come from another domain.
+type props struct {
+	size                     int64
+	sectorSize               int
+	readOnly, flush, discard bool
+	maxIndirect              int // 0: no indirect descriptors
+}
+
+// parseProps checks the back end's keys (missing ones take Xen's
+// defaults, but sectors is required).
+func parseProps(vals map[string]string) (props, error) {
+	num := func(k string, bits int) (uint64, bool, error) {
+		v, ok := vals[k]
+		if !ok {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, bits)
+		if err != nil {
+			return 0, false, fmt.Errorf("%s is %q, not a number: %w", k, v, syscall.EINVAL)
+		}
+		return n, true, nil
+	}
+	var p props
+	sectors, ok, err := num(blkif.KeySectors, 64)
+	if err != nil {
+		return p, err
+	}
+	if !ok {
+		return p, fmt.Errorf("%s is missing: %w", blkif.KeySectors, syscall.EINVAL)
+	}
+	p.sectorSize = abi.BlkifSectorSize
+	if v, ok, err := num(blkif.KeySectorSize, 32); err != nil {
+		return p, err
+	} else if ok {
 		// A power of two of at least 512; we never advertise large
 		// sectors, so requests still count 512-byte sectors.
 		if v < abi.BlkifSectorSize || v > 1<<20 || v&(v-1) != 0 {
-			return fmt.Errorf("blkfront: %s: sector-size %d: %w", d.dev, v, syscall.EINVAL)
+			return p, fmt.Errorf("%s %d: %w", blkif.KeySectorSize, v, syscall.EINVAL)
 		}
-		d.sectorSize = int(v)
+		p.sectorSize = int(v)
 	}
-	if sectors > (1<<63-1)/uint64(d.sectorSize) {
-		return fmt.Errorf("blkfront: %s: %d sectors: %w", d.dev, sectors, syscall.EINVAL)
+	if sectors > (1<<63-1)/uint64(p.sectorSize) {
+		return p, fmt.Errorf("%s %d: %w", blkif.KeySectors, sectors, syscall.EINVAL)
 	}
-	d.size = int64(sectors) * int64(d.sectorSize)
-	if info, err := readUint(d.xs, d.bdir+"/"+blkif.KeyInfo, 32); err == nil {
-		d.readOnly = info&abi.VDISK_READONLY != 0
+	p.size = int64(sectors) * int64(p.sectorSize)
+	if info, ok, err := num(blkif.KeyInfo, 32); err != nil {
+		return p, err
+	} else if ok {
+		p.readOnly = info&abi.VDISK_READONLY != 0
 	}
-	if m, err := readString(d.xs, d.bdir+"/"+blkif.KeyMode); err == nil && m == blkif.ModeRead {
-		d.readOnly = true
+	p.readOnly = p.readOnly || vals[blkif.KeyMode] == blkif.ModeRead
+	flag := func(k string) bool { n, _, err := num(k, 8); return err == nil && n != 0 }
+	p.flush, p.discard = flag(blkif.KeyFeatureFlushCache), flag(blkif.KeyFeatureDiscard)
+	if n, _, err := num(blkif.KeyFeatureMaxIndirect, 32); err == nil {
+		p.maxIndirect = int(min(n, 1<<16))
 	}
-	d.flush = readFlag(d.xs, d.bdir+"/"+blkif.KeyFeatureFlushCache)
-	d.discard = readFlag(d.xs, d.bdir+"/"+blkif.KeyFeatureDiscard)
-	return nil
+	return p, nil
 }
 
 // watchBackend fails the disk when the back end closes or its directory
@@ -309,11 +357,6 @@ func readUint(c *xs.Client, path string, bits int) (uint64, error) {
 		return 0, fmt.Errorf("blkfront: %s is %q, not a number: %w", path, v, syscall.EINVAL)
 	}
 	return n, nil
-}
-
-func readFlag(c *xs.Client, path string) bool {
-	n, err := readUint(c, path, 8)
-	return err == nil && n != 0
 }
 
 // unshareLater revokes s now, or once its grantee has unmapped it (as
