@@ -59,7 +59,8 @@ type conn struct {
 	grantMu sync.Mutex
 	grants  map[gnttab.Ref]*gnttab.Mapping
 
-	inflight sync.WaitGroup
+	inflight sync.WaitGroup      // flushes and discards running on their own
+	batch    []abi.BlkifResponse // run's responses of one pass
 }
 
 // ringSetup is what the front end published for its ring.
@@ -126,6 +127,7 @@ func (c *conn) run(ctx context.Context) error {
 		}
 		c.evt.Acquire()
 		got := false
+		batch := c.batch[:0]
 		for {
 			var slot []byte
 			var err error
@@ -143,9 +145,13 @@ func (c *conn) run(ctx context.Context) error {
 				break
 			}
 			got = true
-			c.dispatch(entry)
+			if rsp, ok := c.dispatch(entry); ok {
+				batch = append(batch, rsp)
+			}
 		}
+		c.batch = batch
 		if got {
+			c.respond(batch...)
 			continue
 		}
 		if ring.Spin(gring.SpinFor, pending) {
@@ -164,8 +170,8 @@ func (c *conn) run(ctx context.Context) error {
 		if c.evt.PeerGone(c.port) || c.ringMap.Revoked() {
 			return ErrPeerGone
 		}
-		// Let the request goroutines this pass started run first: a
-		// wait blocks this thread with its P.
+		// Let the flushes this pass started run first: a wait blocks
+		// this thread with its P.
 		runtime.Gosched()
 		p, err := c.evt.Wait(time.Second) // a timeout re-checks PeerGone
 		if errors.Is(err, evtchn.ErrNoEvent) {
@@ -178,24 +184,29 @@ func (c *conn) run(ctx context.Context) error {
 	}
 }
 
-// dispatch validates one request (copied out of the ring) and starts it.
-func (c *conn) dispatch(entry []byte) {
+// dispatch validates one request (copied out of the ring) and carries
+// it out. Reads and writes are done here, in the ring's goroutine, and
+// their response returned (ok) to go out with the others of this pass:
+// a goroutine per request would cost a hand-off each, and a thread that
+// waits on the event channel keeps its P for a while (evtchn.HotWait),
+// so a goroutine it started may not run until it sleeps. A flush (an
+// fsync) or a discard must not hold reads up: it runs on its own and
+// responds when done.
+func (c *conn) dispatch(entry []byte) (rsp abi.BlkifResponse, ok bool) {
 	req, err := Parse(entry, c.geo)
-	c.inflight.Add(1)
 	if err != nil {
 		c.log.Debug("blkback: refused a request", "err", err)
-		c.respond(req.ID, req.Operation, Status(err))
-		c.inflight.Done()
-		return
+		return abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(err)}, true
 	}
+	if req.Kind == KindRead || req.Kind == KindWrite {
+		return abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(c.do(&req))}, true
+	}
+	c.inflight.Add(1)
 	go func() {
-		err := c.do(&req)
-		if err != nil {
-			c.log.Debug("blkback: request failed", "op", req.Operation, "sector", req.Sector, "err", err)
-		}
-		c.respond(req.ID, req.Operation, Status(err))
-		c.inflight.Done()
+		defer c.inflight.Done()
+		c.respond(abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(c.do(&req))})
 	}()
+	return rsp, false
 }
 
 // do carries out a validated request.
@@ -219,7 +230,11 @@ func (c *conn) do(req *Request) error {
 			return err
 		}
 	}
-	return c.rw(req, req.Kind == KindWrite)
+	err := c.rw(req, req.Kind == KindWrite)
+	if err != nil {
+		c.log.Debug("blkback: request failed", "op", req.Operation, "sector", req.Sector, "err", err)
+	}
+	return err
 }
 
 // readIndirect maps an indirect request's descriptor pages and decodes
@@ -301,11 +316,11 @@ func (c *conn) page(ref gnttab.Ref, readOnly bool) ([]byte, func(), error) {
 	return m.Bytes(), func() { c.g.Unmap(m) }, nil
 }
 
-// respond queues a response and pushes the queue unless another
+// respond queues responses and pushes the queue unless another
 // goroutine is pushing it already.
-func (c *conn) respond(id uint64, op uint8, status int16) {
+func (c *conn) respond(rsps ...abi.BlkifResponse) {
 	c.rspMu.Lock()
-	c.done = append(c.done, abi.BlkifResponse{ID: id, Operation: op, Status: status})
+	c.done = append(c.done, rsps...)
 	if c.pushing {
 		c.rspMu.Unlock()
 		return
