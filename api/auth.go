@@ -81,16 +81,27 @@ func BearerToken(h http.Header) (string, bool) {
 func ClientFromEnv(getenv func(string) string) *Client {
 	tok := getenv(EnvToken)
 	if getenv(EnvAgent) == "" && tok == "" {
-		for _, p := range localSockets(getenv) {
-			if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
-				c.Close()
-				return NewClient("unix:" + p)
-			}
+		if p, ok := LocalSocket(getenv); ok {
+			return NewClient("unix:" + p)
 		}
 	}
 	c := NewClient(AgentURL(getenv))
 	c.Token = tok
 	return c
+}
+
+// LocalSocket returns the local agent's API socket if one answers.
+func LocalSocket(getenv func(string) string) (string, bool) {
+	if u, ok := strings.CutPrefix(getenv(EnvAgent), "unix:"); ok {
+		return u, true
+	}
+	for _, p := range localSockets(getenv) {
+		if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+			c.Close()
+			return p, true
+		}
+	}
+	return "", false
 }
 
 func localSockets(getenv func(string) string) []string {
@@ -105,4 +116,17 @@ func localSockets(getenv func(string) string) []string {
 		out = append(out, SocketBeside(filepath.Join(os.TempDir(), "shi-"+strconv.Itoa(os.Geteuid()), "xenstored.sock")))
 	}
 	return out
+}
+
+// WebSocketURL is the ws:// (or wss://) URL of path on the agent.
+func (c *Client) WebSocketURL(path string) string {
+	return "ws" + strings.TrimPrefix(c.Base(), "http") + path
+}
+
+// StreamHTTP is the client's HTTP client without its timeout, for
+// long-lived connections such as a console's WebSocket.
+func (c *Client) StreamHTTP() *http.Client {
+	hc := *c.HTTP
+	hc.Timeout = 0
+	return &hc
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -37,6 +38,8 @@ type ConsoleConfig struct {
 	// API is the agent the viewer attaches through (its host is the
 	// viewer's).
 	API string
+	// Token is the API token ("" on the local socket or a dev agent).
+	Token string
 	// Node is the host the domain runs on ("" lets placement choose).
 	Node string
 	// Backend, if set, is console_backend: the host serving the console.
@@ -87,6 +90,7 @@ func RunConsole(ctx context.Context, cfg ConsoleConfig, out io.Writer) error {
 		fmt.Fprintf(out, "tcp pty baseline on this host (%s): give -pty-server for one on the domain's host\n", pty)
 	}
 	cl := api.NewClient(cfg.API)
+	cl.Token = cfg.Token
 	var cEcho, pEcho []time.Duration
 	var cRate, pRate []float64
 	for i := range cfg.Runs {
@@ -126,11 +130,13 @@ func consoleRun(ctx context.Context, cl *api.Client, cfg ConsoleConfig, i int) (
 		return 0, 0, err
 	}
 	defer cl.DestroyDomain(context.Background(), strconv.FormatUint(uint64(d.ID), 10))
-	u := "ws" + strings.TrimPrefix(strings.TrimRight(cfg.API, "/"), "http") + api.ConsolePath(strconv.FormatUint(uint64(d.ID), 10)) +
+	u := cl.WebSocketURL(api.ConsolePath(strconv.FormatUint(uint64(d.ID), 10))) +
 		"?" + api.ConsoleQuery{Offset: 0, Mode: api.ConsoleForce}.Encode()
 	var c *websocket.Conn
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, _, err = websocket.Dial(ctx, u, nil)
+		hdr := http.Header{}
+		cl.Authorize(hdr)
+		c, _, err = websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: cl.StreamHTTP(), HTTPHeader: hdr})
 		if err == nil || time.Now().After(deadline) {
 			break
 		}

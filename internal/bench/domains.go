@@ -18,6 +18,7 @@ import (
 // their domains run.
 type DomainsConfig struct {
 	API      string // the agent's API URL
+	Token    string // the API token ("" on the local socket or a dev agent)
 	Xenstore string // its XenStore socket (as domain 0)
 	// Exe is the command of a benchmark domain, to which the role and its
 	// parameters are appended; default: this program with "benchdomain".
@@ -118,7 +119,9 @@ func newPair(cfg DomainsConfig) (*benchPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xenstore: %w", err)
 	}
-	return &benchPair{cfg: cfg, client: api.NewClient(cfg.API), xs: c}, nil
+	cl := api.NewClient(cfg.API)
+	cl.Token = cfg.Token
+	return &benchPair{cfg: cfg, client: cl, xs: c}, nil
 }
 
 // create creates the i-th domain of the pair (0: the first).

@@ -8,8 +8,20 @@ import (
 	"shi/guest/xs"
 )
 
-// agentClient returns a client of the local agent (SHI_AGENT or default).
-func agentClient(env *Env) *api.Client { return api.NewClient(api.AgentURL(env.Getenv)) }
+// agentClient returns a client of the local agent: SHI_AGENT (or the
+// default) with SHI_TOKEN, or without either the agent's local socket
+// (api.ClientFromEnv).
+func agentClient(env *Env) *api.Client { return api.ClientFromEnv(env.Getenv) }
+
+// localAPI is the API URL for code that takes a URL but no token (the
+// disk benchmark): the local agent's socket when it answers (root on an
+// agent's host), else SHI_AGENT or the default.
+func localAPI(env *Env) string {
+	if p, ok := api.LocalSocket(env.Getenv); ok {
+		return "unix:" + p
+	}
+	return api.AgentURL(env.Getenv)
+}
 
 // Where findXenstoreSocket found the socket.
 const (

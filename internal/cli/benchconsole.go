@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"shi/api"
 	"shi/internal/bench"
 )
 
@@ -29,10 +28,11 @@ func benchConsole(ctx context.Context, env *Env, args []string) error {
 	if _, err := agentClient(env).Self(ctx); err != nil {
 		return err
 	}
-	url := api.AgentURL(env.Getenv)
+	cl := agentClient(env)
+	url := cl.URL
 	fmt.Fprintf(env.Stdout, "console benchmark: a domain on %s viewed through %s, %d MiB and %d keystrokes per run, against a pty bridged over TCP\n",
 		or(*node, "the host placement picks"), url, *mib, *rounds)
-	return bench.RunConsole(ctx, bench.ConsoleConfig{API: url, Node: *node, Backend: *backend, PTYServer: *ptyServer,
+	return bench.RunConsole(ctx, bench.ConsoleConfig{API: url, Token: cl.Token, Node: *node, Backend: *backend, PTYServer: *ptyServer,
 		Bytes: *mib << 20, Rounds: *rounds, Runs: *runs}, env.Stdout)
 }
 

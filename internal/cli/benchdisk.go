@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"shi/api"
 	"shi/internal/bench"
 )
 
@@ -48,6 +47,6 @@ func benchDisk(ctx context.Context, env *Env, args []string) error {
 	if _, err := agentClient(env).Self(ctx); err != nil {
 		return err
 	}
-	cfg.API = api.AgentURL(env.Getenv)
+	cfg.API = localAPI(env)
 	return bench.RunDisk(ctx, cfg, env.Stdout)
 }

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 
-	"shi/api"
 	"shi/internal/bench"
 )
 
@@ -50,8 +49,9 @@ func domainsConfig(ctx context.Context, env *Env, f domainFlags) (bench.DomainsC
 	if _, err := agentClient(env).Self(ctx); err != nil {
 		return dc, err
 	}
-	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", api.AgentURL(env.Getenv))
-	dc.API = api.AgentURL(env.Getenv)
+	cl := agentClient(env)
+	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", cl.URL)
+	dc.API, dc.Token = cl.URL, cl.Token
 	dc.Xenstore, _ = findXenstoreSocket(ctx, env)
 	return dc, nil
 }

@@ -45,6 +45,11 @@ func register(name, short string, run func(ctx context.Context, env *Env, args [
 
 // Run runs the subcommand named by args[0] and returns the exit code.
 func Run(ctx context.Context, env *Env, args []string) int {
+	env, args, err := takeToken(env, args)
+	if err != nil {
+		env.Errorf("%v", err)
+		return 2
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		Usage(env.Stderr)
 		if len(args) == 0 {
@@ -74,5 +79,5 @@ func Usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].short)
 	}
-	fmt.Fprintln(w, "\nRun 'shi <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'shi <command> -h' for a command's flags. Every command takes -token T\n(or SHI_TOKEN) for an agent's API outside -dev.")
 }

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/coder/websocket"
@@ -59,9 +59,12 @@ func runConsole(ctx context.Context, env *Env, args []string) int {
 	case *force:
 		q.Mode = api.ConsoleForce
 	}
-	base := strings.TrimRight(api.AgentURL(env.Getenv), "/")
-	u := "ws" + strings.TrimPrefix(base, "http") + api.ConsolePath(dom) + "?" + q.Encode()
-	c, resp, err := websocket.Dial(ctx, u, nil)
+	cl := agentClient(env)
+	base := cl.URL
+	u := cl.WebSocketURL(api.ConsolePath(dom)) + "?" + q.Encode()
+	hdr := http.Header{}
+	cl.Authorize(hdr)
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: cl.StreamHTTP(), HTTPHeader: hdr})
 	if err != nil {
 		if resp != nil && resp.StatusCode >= 400 {
 			var e api.Error
