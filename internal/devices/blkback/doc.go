@@ -12,8 +12,19 @@
 // the back-end directory's error key, with state Closed (6). When the
 // front end closes (5 or 6), its domain dies or its directory goes, the
 // back end lets requests in flight finish, flushes the store, closes the
-// file (releasing its lock) and writes Closed; a front end that returns
-// to Initialising (1) gets a new session.
+// file (releasing its lock) and only then writes Closed, as Linux blkback
+// does, so that a front end that saw Closed may hand the image on. The
+// same happens when the toolstack removes the back-end directory. A front
+// end that returns to Initialising (1) gets a new session; a disk that
+// could not be opened (its image in use, or missing) is retried, less
+// and less often, while its front end waits in Initialising.
+//
+// One goroutine per connected disk consumes the ring: it does reads and
+// writes itself and pushes their responses once per pass over the ring
+// (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY: an event only if the front end
+// asked for one), then spins briefly before it sleeps on the event
+// channel. Flushes and discards run on goroutines of their own, so an
+// fsync never holds reads up; their responses join the next push.
 //
 // Requests are copied out of the ring and validated by Parse, a pure
 // function fuzzed in fuzz_test.go: a malformed request is answered

@@ -284,15 +284,22 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 
 	// Watch the front end while serving: Closing, Closed, a reset to
 	// Initialising or its directory gone end the session.
+	// Our own directory removed (the toolstack unplugged the disk) ends
+	// it too.
 	sctx, cancel := context.WithCancel(ctx)
 	var watched sync.WaitGroup
-	watched.Add(1)
-	var frontErr error
+	watched.Add(2)
+	var frontErr, backErr error
 	go func() {
 		defer watched.Done()
 		front, frontErr = blkif.WaitState(sctx, xc, d.fp, func(st blkif.State) bool {
 			return st.Closing() || st == blkif.StateInitialising
 		})
+		cancel()
+	}()
+	go func() {
+		defer watched.Done()
+		_, backErr = blkif.WaitState(sctx, xc, d.bp, func(blkif.State) bool { return false })
 		cancel()
 	}()
 	runErr := c.run(sctx)
@@ -308,6 +315,9 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 		return endGone, front
 	case errors.Is(frontErr, blkif.ErrGone):
 		d.log.Info("blkback: the front end's directory is gone", "err", closeErr)
+		return endGone, front
+	case errors.Is(backErr, blkif.ErrGone):
+		d.log.Info("blkback: the back-end directory is gone", "err", closeErr)
 		return endGone, front
 	case runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, ErrPeerGone):
 		s.fail(d, fmt.Sprintf("disk disconnected: %v", runErr))

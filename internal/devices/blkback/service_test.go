@@ -327,3 +327,33 @@ func TestDiskBackendStops(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDiskUnplugged: the toolstack removes the back-end directory of a
+// connected disk; the back end lets go of the image and the front end's
+// requests fail with EIO.
+func TestDiskUnplugged(t *testing.T) {
+	r := newRig(t, nil)
+	img := r.image(t, "u.img", 1<<20)
+	const fe = 12
+	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t), "xvda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	devid, _ := blkif.DevID("xvda")
+	if err := r.xs.Rm(blkif.BackendPath(driver, fe, devid)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the back end to let go of the image", func() bool {
+		b, err := OpenFile(img, true)
+		if err == nil {
+			b.(interface{ Close() error }).Close()
+		}
+		return err == nil
+	})
+	waitFor(t, "the front end to fail", func() bool {
+		_, err := d.ReadAt(make([]byte, 512), 0)
+		return errors.Is(err, syscall.EIO)
+	})
+}
