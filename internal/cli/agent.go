@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"shi/api"
@@ -11,7 +12,13 @@ import (
 // agentClient returns a client of the local agent: SHI_AGENT (or the
 // default) with SHI_TOKEN, or without either the agent's local socket
 // (api.ClientFromEnv).
-func agentClient(env *Env) *api.Client { return api.ClientFromEnv(env.Getenv) }
+func agentClient(env *Env) *api.Client {
+	c := api.ClientFromEnv(env.Getenv)
+	if ca := env.Getenv(api.EnvCACert); ca != "" && strings.HasPrefix(c.URL, "https:") {
+		c.UseCA(ca) // a cluster with TLS: the agent's certificate is the cluster CA's
+	}
+	return c
+}
 
 // localAPI is the API URL for code that takes a URL but no token (the
 // disk benchmark): the local agent's socket when it answers (root on an

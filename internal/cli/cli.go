@@ -57,6 +57,10 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		}
 		return 0
 	}
+	if env, args = caFlag(env, args); len(args) == 0 {
+		Usage(env.Stderr)
+		return 2
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		env.Errorf("unknown command %q (see 'shi help')", args[0])
