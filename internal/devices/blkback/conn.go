@@ -295,9 +295,6 @@ func (c *conn) page(ref gnttab.Ref, readOnly bool) ([]byte, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("map the front end's grant %d: %w", ref, err)
 	}
-	if writable {
-		c.evt.Explicit(m.Bytes())
-	}
 	if c.persistent {
 		c.grantMu.Lock()
 		if old := c.grants[ref]; old != nil {
@@ -307,6 +304,11 @@ func (c *conn) page(ref gnttab.Ref, readOnly bool) ([]byte, func(), error) {
 			return old.Bytes(), func() {}, nil
 		}
 		if len(c.grants) < MaxPersistentGrants {
+			// Kept mapped: its writes are reported (rw reports every
+			// write to a data page), so a release ships only those. A
+			// page mapped for one request stays in diff mode, since
+			// guest/link remembers Explicit addresses for good.
+			c.evt.Explicit(m.Bytes())
 			c.grants[ref] = m
 			c.grantMu.Unlock()
 			return m.Bytes(), func() {}, nil
