@@ -339,7 +339,6 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 // InitWait.
 func (s *Service) publish(d *disk, g Geometry) error {
 	xc := s.cfg.XenStore
-	xc.Rm(d.bp + "/" + blkif.KeyError) // from an earlier session
 	b := func(v bool) string {
 		if v {
 			return "1"
@@ -365,12 +364,23 @@ func (s *Service) publish(d *disk, g Geometry) error {
 		{blkif.KeyPhysSectorSize, strconv.Itoa(abi.BlkifSectorSize)},
 		{blkif.KeyInfo, strconv.Itoa(info)},
 	}
-	for _, e := range kv {
-		if err := xc.Write(d.bp+"/"+e[0], []byte(e[1])); err != nil {
-			return err
+	// One transaction: one commit instead of a round trip per key, and
+	// a front end sees them all at once.
+	return xc.Transaction(func(t *xs.Tx) error {
+		// An error from an earlier session goes (only if there: a
+		// failed operation must not spoil the transaction).
+		if _, err := t.Read(d.bp + "/" + blkif.KeyError); err == nil {
+			if err := t.Rm(d.bp + "/" + blkif.KeyError); err != nil {
+				return err
+			}
 		}
-	}
-	return blkif.WriteState(xc, d.bp, blkif.StateInitWait)
+		for _, e := range kv {
+			if err := t.Write(d.bp+"/"+e[0], []byte(e[1])); err != nil {
+				return err
+			}
+		}
+		return t.Write(d.bp+"/"+blkif.KeyState, []byte(blkif.StateInitWait.String10()))
+	})
 }
 
 // readRing reads what the front end published for its ring.
