@@ -73,6 +73,10 @@ func runTLS(ctx context.Context, env *Env, args []string) int {
 		env.Errorf("tls: %v", err)
 		return 1
 	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		env.Errorf("tls: %v", err)
+		return 1
+	}
 	for i, b := range [][]byte{cert, key} {
 		p := filepath.Join(*dir, files[i])
 		// O_EXCL: never overwrite a CA or key in place by mistake.

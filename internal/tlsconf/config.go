@@ -22,7 +22,8 @@ type Config struct {
 	// peer not there yet (gossip is a moment behind a new host's first
 	// connection) is waited for up to Wait.
 	Members func() []Member
-	// Wait bounds that wait (default 3 s).
+	// Wait bounds that wait (default 1 s): Raft, the data plane and
+	// forwarded calls all retry a refused connection.
 	Wait time.Duration
 }
 
@@ -79,7 +80,7 @@ func (c *Config) check(certs []*x509.Certificate, usage x509.ExtKeyUsage, ip net
 	}
 	wait := c.Wait
 	if wait == 0 {
-		wait = 3 * time.Second
+		wait = time.Second
 	}
 	deadline := time.Now().Add(wait)
 	for {
