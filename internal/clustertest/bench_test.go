@@ -109,8 +109,10 @@ func startDev(t *testing.T, ctx context.Context) devAgent {
 	ns := nstest.New(t, nstest.Options{Hosts: 1})
 	h := ns.Host(0)
 	sock := dir + "/xs.sock"
-	url := "http://" + h.IP + ":7070"
-	p, err := h.Start(ctx, []string{nstest.BuildShi(t), "agent", "-dev", "-xenstore-socket", sock, "-api", h.IP + ":7070"}, nil)
+	// A dev agent takes no tokens, so it serves on loopback only: the
+	// namespace's own, where the benchmark's clients run.
+	url := "http://127.0.0.1:7070"
+	p, err := h.Start(ctx, []string{nstest.BuildShi(t), "agent", "-dev", "-xenstore-socket", sock, "-api", "127.0.0.1:7070"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,9 @@ type Options struct {
 	Args []string
 	// Ready bounds how long Start waits for the cluster (default 60 s).
 	Ready time.Duration
+	// Strangers is how many more test hosts share the cluster's network
+	// without an agent (Cluster.Stranger): machines that are not members.
+	Strangers int
 }
 
 // Cluster is a running shi cluster on test hosts.
@@ -52,6 +57,11 @@ type Cluster struct {
 	NS *nstest.Cluster
 	// Bin is the shi binary.
 	Bin string
+	// Token is the management token every agent is started with
+	// (-api-token-file); Host.API and Host.Env carry it.
+	Token string
+	// TokenFile is the file it is in.
+	TokenFile string
 
 	t     testing.TB
 	opts  Options
@@ -106,8 +116,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts})
+	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts + opts.Strangers})
 	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}
+	c.Token, c.TokenFile = newToken(t, dataDir)
 	// Before nstest kills the agents (cleanups run last first): a failed
 	// test shows where each agent's goroutines were.
 	t.Cleanup(func() {
@@ -117,7 +128,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			}
 		}
 	})
-	for i, nh := range ns.Hosts() {
+	for i, nh := range ns.Hosts()[:opts.Hosts] {
 		h := &Host{
 			Index:   i,
 			Name:    "h" + strconv.Itoa(i),
@@ -130,9 +141,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 		// The hosts' addresses exist only inside their namespaces: dial
 		// the API from there.
 		h.API = api.NewClient(h.URL)
+		h.API.Token = c.Token
 		h.API.HTTP = &http.Client{
 			Timeout:   5 * time.Second,
-			Transport: &http.Transport{DialContext: h.dial, MaxIdleConnsPerHost: 4},
+			Transport: h.Transport(),
 		}
 		c.hosts = append(c.hosts, h)
 	}
@@ -151,6 +163,15 @@ func (c *Cluster) Host(i int) *Host {
 		c.t.Fatalf("clustertest: no host %d in a cluster of %d", i, len(c.hosts))
 	}
 	return c.hosts[i]
+}
+
+// Stranger returns test host i of Options.Strangers: on the cluster's
+// network, running no agent.
+func (c *Cluster) Stranger(i int) *nstest.Host {
+	if i < 0 || i >= c.opts.Strangers {
+		c.t.Fatalf("clustertest: no stranger %d of %d", i, c.opts.Strangers)
+	}
+	return c.NS.Host(c.opts.Hosts + i)
 }
 
 // Hosts returns every host.
@@ -172,6 +193,7 @@ func (h *Host) args() []string {
 		"-join", strings.Join(join, ","),
 		"-bootstrap-expect", strconv.Itoa(o.BootstrapExpect),
 		"-xenstore-socket", h.Socket,
+		"-api-token-file", h.c.TokenFile,
 		"-test-faults",
 	}
 	if !o.DefaultTiming {
@@ -491,7 +513,39 @@ func (h *Host) XS() *xs.Client {
 // Env is the environment that points Xen's tools and the shi CLI at this
 // host's agent.
 func (h *Host) Env() []string {
-	return []string{api.EnvXenstore + "=" + h.Socket, api.EnvAgent + "=" + h.URL}
+	return []string{api.EnvXenstore + "=" + h.Socket, api.EnvAgent + "=" + h.URL, api.EnvToken + "=" + h.c.Token}
+}
+
+// Transport is an HTTP transport to the agent's API from inside its
+// namespace, with the cluster's management token on every request (raw
+// requests too: faults, /metrics, /debug).
+func (h *Host) Transport() http.RoundTripper {
+	return bearer{h.c.Token, &http.Transport{DialContext: h.dial, MaxIdleConnsPerHost: 4}}
+}
+
+// bearer adds a token to requests that carry none.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.next.RoundTrip(req)
+}
+
+// newToken writes a new management token into dir/token.
+func newToken(t testing.TB, dir string) (token, file string) {
+	b := make([]byte, 16)
+	rand.Read(b)
+	token, file = hex.EncodeToString(b), filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return token, file
 }
 
 // Faults is the body of POST /v1/internal/faults: the transport fault hook

@@ -107,8 +107,8 @@ func (x *tmux) viewer(c *Cluster, h *Host, name string, args ...string) {
 	}); err != nil {
 		x.t.Fatalf("%s never knew domain %s", h.Name, dom)
 	}
-	cmd := fmt.Sprintf("ip netns exec %s env %s=%s %s console %s; echo \"\n%s-rc=$?\"; sleep 600",
-		c.NS.Host(h.Index).NS, api.EnvAgent, h.URL, c.Bin, strings.Join(args, " "), name)
+	cmd := fmt.Sprintf("ip netns exec %s env %s=%s %s=%s %s console %s; echo \"\n%s-rc=$?\"; sleep 600",
+		c.NS.Host(h.Index).NS, api.EnvAgent, h.URL, api.EnvToken, c.Token, c.Bin, strings.Join(args, " "), name)
 	x.run("new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd)
 }
 
@@ -252,7 +252,7 @@ func TestConsole(t *testing.T) {
 	x.wait("d", "exit code 3", 1)
 	x.wait("d", "d-rc=0", 1)
 	x.wait("c", "exit code 3", 1)
-	out, err := exec.Command("ip", "netns", "exec", c.NS.Host(0).NS, "env", api.EnvAgent+"="+h0.URL, c.Bin, "console", "sh").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", c.NS.Host(0).NS, "env", api.EnvAgent+"="+h0.URL, api.EnvToken+"="+c.Token, c.Bin, "console", "sh").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "sh") {
 		t.Fatalf("console of an ended domain: %v\n%s", err, out)
 	}
@@ -340,7 +340,7 @@ func TestBenchConsole(t *testing.T) {
 	}
 	args := strings.Fields(os.Getenv("SHI_BENCH_ARGS"))
 	for _, extra := range [][]string{nil, {"-backend", h1.Name}} {
-		argv := append([]string{"env", api.EnvAgent + "=" + h1.URL, c.Bin, "bench", "console", "-node", h0.Name, "-pty-server", addr}, extra...)
+		argv := append([]string{"env", api.EnvAgent + "=" + h1.URL, api.EnvToken + "=" + c.Token, c.Bin, "bench", "console", "-node", h0.Name, "-pty-server", addr}, extra...)
 		out, err := c.NS.Host(1).Command(ctx, append(argv, args...)...).CombinedOutput()
 		fmt.Printf("\n$ shi bench console -node %s %s (viewer on %s)\n%s", h0.Name, strings.Join(append(extra, args...), " "), h1.Name, out)
 		if err != nil {

@@ -27,7 +27,8 @@ func sleeperConfig(name string, memMiB int, extra ...string) string {
 // take while the directory elects a leader (Host.API gives up after 5 s).
 func patientAPI(h *Host) *api.Client {
 	c := api.NewClient(h.URL)
-	c.HTTP = &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: h.dial}}
+	c.Token = h.c.Token
+	c.HTTP = &http.Client{Timeout: time.Minute, Transport: h.Transport()}
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"shi/internal/browsertest"
@@ -48,9 +49,21 @@ func TestWebConsoleCrossHost(t *testing.T) {
 
 	// The hosts' addresses exist only in their namespaces: the browser
 	// reaches h0's agent through a forwarder on loopback.
-	page := "http://" + forwardTo(t, h0) + "/console/"
+	url := "http://" + forwardTo(t, h0) + "/console/"
 	const state = `JSON.stringify({console: shi.console, error: document.getElementById("error").textContent, text: shi.text().slice(-400)})`
-	b.Do(chromedp.Navigate(page))
+	// The API wants the cluster's token: the page asks for it.
+	dialogs := chromedp.Events(b.Context(), page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			dctx, dcancel := context.WithTimeout(b.Context(), 10*time.Second)
+			chromedp.Call(dctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true, PromptText: c.Token})
+			dcancel()
+		}
+	}()
+	b.Do(chromedp.Navigate(url))
 	b.Wait(`document.querySelector('a[data-domain="websh"]') !== null`, 30*time.Second, state)
 	if where := browsertest.Eval[string](b, `document.getElementById("where").textContent`); where != "on h0" {
 		t.Errorf("header says %q, want %q", where, "on h0")
