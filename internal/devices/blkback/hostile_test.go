@@ -32,7 +32,7 @@ func newRawFront(t *testing.T, r *rig, fe uint32, dev string) *rawFront {
 	t.Helper()
 	hvc := r.dom(t, abi.DomID(fe), false)
 	r.dom(t, abi.DomID(fe+1), false)
-	xc := r.client(t)
+	xc := r.client(t, fe)
 	devid, _ := blkif.DevID(dev)
 	fp, bp := blkif.FrontPath(fe, devid), blkif.BackendPath(driver, fe, devid)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +15,6 @@ import (
 
 	ghv "shi/guest/hv"
 	"shi/guest/xs"
-	"shi/guest/xs/xstest"
 	"shi/internal/abi"
 	"shi/internal/devices/blkif"
 	"shi/internal/hypervisor"
@@ -27,8 +27,9 @@ import (
 // domain (1) running a Service, and front-end domains added by tests.
 type rig struct {
 	h    *hypervisor.Hypervisor
-	xsrv *xstest.Server
-	xs   *xs.Client // the toolstack's
+	st   *store
+	ctx  context.Context // the XenStore's connections' lifetime
+	xs   *xs.Client      // the toolstack's (domain 0)
 	dir  string
 	logs *syncBuf
 
@@ -63,18 +64,19 @@ func (s *syncBuf) String() string {
 // file as OpenFile opens it).
 func newRig(t *testing.T, wrap func(nbd.Backend) nbd.Backend) *rig {
 	t.Helper()
-	r := &rig{h: hypervisor.New(hypervisor.Config{}), xsrv: xstest.NewServer(), dir: t.TempDir(),
+	ctx, stopStore := context.WithCancel(context.Background())
+	r := &rig{h: hypervisor.New(hypervisor.Config{}), st: newStore(), ctx: ctx, dir: t.TempDir(),
 		logs: &syncBuf{}, stores: map[string][]nbd.Backend{}}
 	t.Cleanup(r.h.Close)
-	t.Cleanup(func() { r.xsrv.Close() })
+	t.Cleanup(stopStore)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("back end log:\n%s", r.logs)
 		}
 	})
-	r.xs = r.client(t)
+	r.xs = r.client(t, 0)
 	hvc := r.dom(t, driver, true)
-	svc := NewService(ServiceConfig{Hypervisor: hvc, XenStore: r.client(t),
+	svc := NewService(ServiceConfig{Hypervisor: hvc, XenStore: r.client(t, driver),
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Open: func(path string, writable bool) (nbd.Backend, error) {
 			b, err := OpenFile(path, writable)
@@ -105,9 +107,10 @@ func newRig(t *testing.T, wrap func(nbd.Backend) nbd.Backend) *rig {
 	return r
 }
 
-func (r *rig) client(t *testing.T) *xs.Client {
+// client connects to the XenStore as domain dom.
+func (r *rig) client(t *testing.T, dom uint32) *xs.Client {
 	t.Helper()
-	nc, err := r.xsrv.Pair()
+	nc, err := r.st.conn(r.ctx, dom)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +119,21 @@ func (r *rig) client(t *testing.T) *xs.Client {
 	return c
 }
 
-// dom adds domain id and connects an in-process guest to it.
+// dom adds domain id and connects an in-process guest to it; its
+// XenStore home is made as the toolstack makes it (owned by the domain).
 func (r *rig) dom(t *testing.T, id abi.DomID, privileged bool) *ghv.Conn {
 	t.Helper()
+	home := "/local/domain/" + strconv.Itoa(int(id))
+	mine := xenstore.Perms{{Dom: uint32(id)}}
+	var ops []xenstore.Command
+	for _, p := range []string{home, home + "/device", home + "/backend"} {
+		ops = append(ops, xenstore.Command{Op: xenstore.OpMkdir, Path: p},
+			xenstore.Command{Op: xenstore.OpSetPerms, Path: p, Perms: mine})
+	}
+	ops = append(ops, xenstore.Command{Op: xenstore.OpWrite, Path: home + "/domid", Value: []byte(strconv.Itoa(int(id)))})
+	if res := r.st.apply(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}); res.Err != 0 {
+		t.Fatalf("dom%d's home: %v", id, res.Err)
+	}
 	f, err := r.h.AddDomain(id, hypervisor.DomainConfig{Name: fmt.Sprintf("d%d", id), Privileged: privileged, MaxMaps: 8192})
 	if err != nil {
 		t.Fatal(err)
@@ -163,30 +178,9 @@ func (r *rig) addDisk(t *testing.T, fe uint32, s blkif.Spec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One transaction, as the agent commits them.
-	err = r.xs.Transaction(func(tx *xs.Tx) error {
-		for _, op := range ops {
-			var err error
-			switch op.Op {
-			case xenstore.OpWrite:
-				err = tx.Write(op.Path, op.Value)
-			case xenstore.OpSetPerms:
-				var ps []xs.Perm
-				for _, p := range op.Perms {
-					ps = append(ps, xs.Perm{Domid: p.Dom, Access: xs.Access(p.Bits)})
-				}
-				err = tx.SetPerms(op.Path, ps...)
-			default:
-				err = fmt.Errorf("unexpected op %v", op.Op)
-			}
-			if err != nil {
-				return fmt.Errorf("%v %s: %w", op.Op, op.Path, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	// One transaction as domain 0, as the agent commits them.
+	if res := r.st.apply(&xenstore.Command{Op: xenstore.OpTx, Ops: ops}); res.Err != 0 {
+		t.Fatalf("disk keys: %v", res.Err)
 	}
 }
 

@@ -52,9 +52,14 @@ type Service struct {
 	cfg    ServiceConfig
 	driver uint32
 
-	// mu guards running.
+	// mu guards running and ended.
 	mu      sync.Mutex
 	running map[diskKey]bool
+	// ended are disks whose front end went while their back-end
+	// directory stayed (we could not remove it): not served again until
+	// the toolstack writes it anew (state Initialising), or our own
+	// writes there would start them over and over.
+	ended map[diskKey]bool
 }
 
 type diskKey struct{ fe, devid uint32 }
@@ -67,7 +72,7 @@ func NewService(cfg ServiceConfig) *Service {
 	if cfg.Open == nil {
 		cfg.Open = OpenFile
 	}
-	return &Service{cfg: cfg, driver: uint32(cfg.Hypervisor.DomID()), running: map[diskKey]bool{}}
+	return &Service{cfg: cfg, driver: uint32(cfg.Hypervisor.DomID()), running: map[diskKey]bool{}, ended: map[diskKey]bool{}}
 }
 
 // Run serves disks until ctx ends, then waits for their sessions to end
@@ -99,6 +104,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.Warn("blkback: list back ends", "err", err)
 			continue
 		}
+		seen := map[diskKey]bool{}
 		for _, name := range fes {
 			fe, err := strconv.ParseUint(name, 10, 16)
 			if err != nil {
@@ -114,14 +120,19 @@ func (s *Service) Run(ctx context.Context) error {
 					continue
 				}
 				k := diskKey{uint32(fe), uint32(devid)}
+				seen[k] = true
 				// A directory without its state key is still being
 				// written (or removed): its next change brings it back.
-				if _, err := blkif.ReadState(xc, blkif.BackendPath(s.driver, k.fe, k.devid)); err != nil {
+				st, err := blkif.ReadState(xc, blkif.BackendPath(s.driver, k.fe, k.devid))
+				if err != nil {
 					continue
 				}
 				s.mu.Lock()
-				have := s.running[k]
-				s.running[k] = true
+				have := s.running[k] || s.ended[k] && st != blkif.StateInitialising
+				if !have {
+					s.running[k] = true
+					delete(s.ended, k)
+				}
 				s.mu.Unlock()
 				if have {
 					continue
@@ -129,13 +140,23 @@ func (s *Service) Run(ctx context.Context) error {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					s.serve(ctx, k)
+					stays := s.serve(ctx, k)
 					s.mu.Lock()
 					delete(s.running, k)
+					if stays {
+						s.ended[k] = true
+					}
 					s.mu.Unlock()
 				}()
 			}
 		}
+		s.mu.Lock()
+		for k := range s.ended {
+			if !seen[k] {
+				delete(s.ended, k)
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -158,8 +179,9 @@ const (
 	endGone                  // the front end's directory or ours is gone, or ctx ended
 )
 
-// serve runs sessions for one disk until its directories go.
-func (s *Service) serve(ctx context.Context, k diskKey) {
+// serve runs sessions for one disk until its directories go. It reports
+// whether the back-end directory stays behind.
+func (s *Service) serve(ctx context.Context, k diskKey) (stays bool) {
 	d := &disk{diskKey: k, bp: blkif.BackendPath(s.driver, k.fe, k.devid)}
 	d.fp = blkif.FrontPath(k.fe, k.devid)
 	if v, err := s.cfg.XenStore.Read(d.bp + "/" + blkif.KeyFrontend); err == nil && len(v) > 0 {
@@ -199,6 +221,8 @@ func (s *Service) serve(ctx context.Context, k diskKey) {
 		}
 	}
 	d.log.Debug("blkback: disk done")
+	_, err := blkif.ReadState(s.cfg.XenStore, d.bp)
+	return err == nil
 }
 
 // fail reports why the session could not go on and closes the back end.

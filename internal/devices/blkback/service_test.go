@@ -28,7 +28,7 @@ func TestDiskRandomIO(t *testing.T) {
 	img := r.image(t, "d.img", size)
 	const fe = 5
 	hvc := r.dom(t, fe, false)
-	fxs := r.client(t)
+	fxs := r.client(t, fe)
 	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(hvc, fxs, "xvda")
 	if err != nil {
@@ -154,7 +154,7 @@ func TestDiskReadOnly(t *testing.T) {
 	}
 	const fe = 6
 	r.addDisk(t, fe, blkif.Spec{Dev: "xvdb", Path: img})
-	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t), "xvdb")
+	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvdb")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +191,8 @@ func TestDiskOneWriter(t *testing.T) {
 	img := r.image(t, "shared.img", 1<<20)
 	r.addDisk(t, 7, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
 	r.addDisk(t, 8, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	h7, x7 := r.dom(t, 7, false), r.client(t)
-	h8, x8 := r.dom(t, 8, false), r.client(t)
+	h7, x7 := r.dom(t, 7, false), r.client(t, 7)
+	h8, x8 := r.dom(t, 8, false), r.client(t, 8)
 	d7, err7 := blkfront.Open(h7, x7, "xvda")
 	d8, err8 := blkfront.Open(h8, x8, "xvda")
 	// One of the two gets it (the back end's sessions race).
@@ -233,7 +233,7 @@ func TestDiskFlushCrash(t *testing.T) {
 	r := newRig(t, func(b nbd.Backend) nbd.Backend { cs = NewCrashStore(b); return cs })
 	img := r.image(t, "c.img", 1<<20)
 	r.addDisk(t, 9, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	d, err := blkfront.Open(r.dom(t, 9, false), r.client(t), "xvda")
+	d, err := blkfront.Open(r.dom(t, 9, false), r.client(t, 9), "xvda")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestDiskFrontGone(t *testing.T) {
 	img := r.image(t, "g.img", 1<<20)
 	const fe = 10
 	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t), "xvda")
+	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvda")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestDiskBackendStops(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "s.img", 1<<20)
 	r.addDisk(t, 11, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	d, err := blkfront.Open(r.dom(t, 11, false), r.client(t), "xvda")
+	d, err := blkfront.Open(r.dom(t, 11, false), r.client(t, 11), "xvda")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestDiskUnplugged(t *testing.T) {
 	img := r.image(t, "u.img", 1<<20)
 	const fe = 12
 	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t), "xvda")
+	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvda")
 	if err != nil {
 		t.Fatal(err)
 	}

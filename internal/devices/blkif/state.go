@@ -60,11 +60,17 @@ func ParseState(v []byte) (State, error) {
 // removed (or never made). It wraps syscall.ENOENT.
 var ErrGone = fmt.Errorf("blkif: the device's directory is gone: %w", syscall.ENOENT)
 
-// ReadState reads dir's state key.
+// ReadState reads dir's state key. A key that is missing, or that this
+// domain may no longer read, is ErrGone: XenStore answers EACCES, not
+// ENOENT, for a node under a removed directory whose remaining ancestors
+// this domain may not read (a domain's home, once the domain is gone).
 func ReadState(xc *xs.Client, dir string) (State, error) {
 	v, err := xc.Read(dir + "/" + KeyState)
 	if errors.Is(err, syscall.ENOENT) {
 		return 0, ErrGone
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return 0, fmt.Errorf("%w (%s may not be read: %v)", ErrGone, dir, err)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("blkif: read %s/%s: %w", dir, KeyState, err)
