@@ -151,7 +151,9 @@ func (c *conn) run(ctx context.Context) error {
 		}
 		c.batch = batch
 		if got {
-			c.respond(batch...)
+			if len(batch) > 0 {
+				c.respond(batch...)
+			}
 			continue
 		}
 		if ring.Spin(gring.SpinFor, pending) {
