@@ -375,6 +375,15 @@ func readTokenFile(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Whoever could write the file, or read it, would hold the
+	// cluster's management token.
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "", err
+	}
+	if int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
+		return "", fmt.Errorf("%s must be this user's (uid %d) and private (mode 0600), not uid %d mode %#o", path, os.Geteuid(), st.Uid, st.Mode&0o777)
+	}
 	s := strings.TrimSpace(string(b))
 	if len(s) < 16 || strings.ContainsAny(s, " \t\r\n") {
 		return "", fmt.Errorf("%s: a token is one word of at least 16 characters", path)

@@ -68,7 +68,12 @@ func TestReadTokenFile(t *testing.T) {
 	if b, err := readTokenFile(p); err != nil || b != a {
 		t.Fatalf("read again: %q %v, want %q", b, err, a)
 	}
+	os.Chmod(p, 0o644)
+	if _, err := readTokenFile(p); err == nil || !strings.Contains(err.Error(), "private") {
+		t.Fatalf("a token others may read was taken: %v", err)
+	}
 	os.WriteFile(p, []byte("short\n"), 0o600)
+	os.Chmod(p, 0o600)
 	if _, err := readTokenFile(p); err == nil {
 		t.Fatal("a short token was taken")
 	}
