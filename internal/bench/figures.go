@@ -122,6 +122,7 @@ type Ratio struct {
 var RemoteRatios = []Ratio{
 	{Shi: FigRemoteEvtchn, Base: FigTCPRoundTrip, Goal: 1.3},
 	{Shi: FigRemoteRing, Base: FigTCPStream, Goal: 0.8},
+	{Shi: FigRemoteRing, Base: FigTLSStream}, // agents with -tls-*, TLS=1
 	{Shi: FigRemoteVchanRTT, Base: FigTCPRoundTrip},
 	{Shi: FigRemoteVchan, Base: FigTCPStream, Goal: 0.8},
 }

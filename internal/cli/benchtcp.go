@@ -16,9 +16,9 @@ func init() {
 	register("benchtcp", "(internal) the TCP baselines and the summary of scripts/bench-remote.sh", runBenchTCP)
 }
 
-const benchTCPUsage = `usage: shi benchtcp serve -listen IP:PORT
+const benchTCPUsage = `usage: shi benchtcp serve -listen IP:PORT [-tls-listen IP:PORT -tls-ca F -tls-cert F -tls-key F]
        shi benchtcp ping -addr IP:PORT [-rounds N] [-runs N] [-size BYTES] [-delay-ms MS]
-       shi benchtcp stream -addr IP:PORT [-mib N] [-chunk KIB] [-runs N] [-delay-ms MS]
+       shi benchtcp stream -addr IP:PORT [-mib N] [-chunk KIB] [-runs N] [-delay-ms MS] [-tls-ca F -tls-cert F -tls-key F]
        shi benchtcp summary [-headline PHASE] [LOG...]
        shi benchtcp pty -listen IP:PORT     (shi bench console's baseline)
 
@@ -69,11 +69,22 @@ func benchTCPServe(ctx context.Context, env *Env, args []string) error {
 	fs := flag.NewFlagSet("shi benchtcp serve", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
 	listen := fs.String("listen", "", "IP:PORT to listen on (port 0: any)")
+	tlsListen := fs.String("tls-listen", "", "IP:PORT of the TLS stream baseline too (with -tls-ca, -tls-cert, -tls-key)")
+	tf := addTLSFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *listen == "" {
 		return errors.New("-listen IP:PORT is required")
+	}
+	if *tlsListen != "" {
+		ts, err := tlsBaselineServer(*tlsListen, tf)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "benchtcp tls listening on %s\n", ts.Addr())
+		go ts.Serve(env.Stderr)
+		defer ts.Close()
 	}
 	s, err := bench.ListenTCP(*listen)
 	if err != nil {
@@ -127,11 +138,15 @@ func benchTCPStream(env *Env, args []string) error {
 	chunk := fs.Int("chunk", 64, "KiB per write (the ring producer's)")
 	runs := fs.Int("runs", 5, "runs (the median is reported)")
 	delay := delayFlag(fs)
+	tf := addTLSFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *addr == "" {
 		return errors.New("-addr IP:PORT is required")
+	}
+	if *tf.ca != "" {
+		return tlsBaselineStream(env, *addr, tf, *mib, *chunk, *runs)
 	}
 	bps, err := bench.TCPStream(*addr, *mib<<20, *chunk<<10, *runs, millis(*delay))
 	if err != nil {
