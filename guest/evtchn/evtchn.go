@@ -379,6 +379,7 @@ func (h *Handle) wait(msec int) (Port, error) {
 		deadline = time.Now().Add(time.Duration(msec) * time.Millisecond)
 	}
 	linked := false
+	hot := true
 	for {
 		if linked {
 			// Frames arrived: apply them; events for this handle's
@@ -395,7 +396,8 @@ func (h *Handle) wait(msec int) (Port, error) {
 			h.ln.ReleaseAll() // before blocking
 			done = h.ln.Blocking()
 		}
-		n, err := h.epollWait(msec)
+		n, err := h.epollWait(msec, hot)
+		hot = false // a wake that brought nothing for this handle does not hold the P again
 		if done != nil {
 			done()
 		}
@@ -425,8 +427,8 @@ var HotWait = 2 * time.Millisecond
 
 // epollWait waits up to msec (-1: forever) for ports to fire.
 // Preconditions: h.wmu held.
-func (h *Handle) epollWait(msec int) (int, error) {
-	if msec == 0 || HotWait <= 0 {
+func (h *Handle) epollWait(msec int, allowHot bool) (int, error) {
+	if msec == 0 || HotWait <= 0 || !allowHot {
 		return h.ep.Wait(h.evs[:], msec)
 	}
 	hot := int(HotWait / time.Millisecond)
