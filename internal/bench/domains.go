@@ -19,6 +19,7 @@ import (
 type DomainsConfig struct {
 	API      string // the agent's API URL
 	Token    string // the API token ("" on the local socket or a dev agent)
+	CACert   string // the CA of an HTTPS API (the cluster's, with -tls-*)
 	Xenstore string // its XenStore socket (as domain 0)
 	// Exe is the command of a benchmark domain, to which the role and its
 	// parameters are appended; default: this program with "benchdomain".
@@ -121,6 +122,9 @@ func newPair(cfg DomainsConfig) (*benchPair, error) {
 	}
 	cl := api.NewClient(cfg.API)
 	cl.Token = cfg.Token
+	if cfg.CACert != "" && strings.HasPrefix(cfg.API, "https:") {
+		cl.UseCA(cfg.CACert)
+	}
 	return &benchPair{cfg: cfg, client: cl, xs: c}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 
+	"shi/api"
 	"shi/internal/bench"
 )
 
@@ -52,6 +53,7 @@ func domainsConfig(ctx context.Context, env *Env, f domainFlags) (bench.DomainsC
 	cl := agentClient(env)
 	fmt.Fprintf(env.Stdout, "starting two domains through %s\n", cl.URL)
 	dc.API, dc.Token = cl.URL, cl.Token
+	dc.CACert = env.Getenv(api.EnvCACert)
 	dc.Xenstore, _ = findXenstoreSocket(ctx, env)
 	return dc, nil
 }
