@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -255,9 +256,13 @@ func (c *conn) readIndirect(req *Request) error {
 }
 
 // rw moves a read or write request's data between the store and the
-// front end's pages, segment by segment.
+// front end's pages: in one call for a store that takes vectors, else
+// segment by segment.
 func (c *conn) rw(req *Request, write bool) error {
 	off := int64(req.Sector) * abi.BlkifSectorSize
+	if vs, ok := c.store.(vectorStore); ok && len(req.Segs) > 1 {
+		return c.rwv(vs, req.Segs, off, write)
+	}
 	for _, s := range req.Segs {
 		pg, done, err := c.page(s.Gref, write)
 		if err != nil {
@@ -277,6 +282,33 @@ func (c *conn) rw(req *Request, write bool) error {
 		off += int64(len(b))
 	}
 	return nil
+}
+
+// rwv is rw for a vectorStore.
+func (c *conn) rwv(vs vectorStore, segs []abi.BlkifSegment, off int64, write bool) error {
+	bufs := make([][]byte, 0, len(segs))
+	var dones []func()
+	defer func() {
+		for _, done := range dones {
+			done()
+		}
+	}()
+	for _, s := range segs {
+		pg, done, err := c.page(s.Gref, write)
+		if err != nil {
+			return err
+		}
+		dones = append(dones, done)
+		bufs = append(bufs, pg[int(s.FirstSect)*abi.BlkifSectorSize:(int(s.LastSect)+1)*abi.BlkifSectorSize])
+	}
+	if write {
+		return vs.WritevAt(bufs, off)
+	}
+	err := vs.ReadvAt(slices.Clone(bufs), off) // it consumes its slice
+	for _, b := range bufs {
+		c.evt.Wrote(b)
+	}
+	return err
 }
 
 // page returns the front end's granted page ref, and a function to call
