@@ -62,7 +62,7 @@ func (s *syncBuf) String() string {
 
 // newRig starts the Service; open wraps each store it opens (nil: the
 // file as OpenFile opens it).
-func newRig(t *testing.T, wrap func(nbd.Backend) nbd.Backend) *rig {
+func newRig(t testing.TB, wrap func(nbd.Backend) nbd.Backend) *rig {
 	t.Helper()
 	ctx, stopStore := context.WithCancel(context.Background())
 	r := &rig{h: hypervisor.New(hypervisor.Config{}), st: newStore(), ctx: ctx, dir: t.TempDir(),
@@ -108,7 +108,7 @@ func newRig(t *testing.T, wrap func(nbd.Backend) nbd.Backend) *rig {
 }
 
 // client connects to the XenStore as domain dom.
-func (r *rig) client(t *testing.T, dom uint32) *xs.Client {
+func (r *rig) client(t testing.TB, dom uint32) *xs.Client {
 	t.Helper()
 	nc, err := r.st.conn(r.ctx, dom)
 	if err != nil {
@@ -121,7 +121,7 @@ func (r *rig) client(t *testing.T, dom uint32) *xs.Client {
 
 // dom adds domain id and connects an in-process guest to it; its
 // XenStore home is made as the toolstack makes it (owned by the domain).
-func (r *rig) dom(t *testing.T, id abi.DomID, privileged bool) *ghv.Conn {
+func (r *rig) dom(t testing.TB, id abi.DomID, privileged bool) *ghv.Conn {
 	t.Helper()
 	home := "/local/domain/" + strconv.Itoa(int(id))
 	mine := xenstore.Perms{{Dom: uint32(id)}}
@@ -156,7 +156,7 @@ func (r *rig) dom(t *testing.T, id abi.DomID, privileged bool) *ghv.Conn {
 }
 
 // image makes a sparse image file of size bytes.
-func (r *rig) image(t *testing.T, name string, size int64) string {
+func (r *rig) image(t testing.TB, name string, size int64) string {
 	t.Helper()
 	p := filepath.Join(r.dir, name)
 	f, err := os.Create(p)
@@ -172,7 +172,7 @@ func (r *rig) image(t *testing.T, name string, size int64) string {
 
 // addDisk writes the toolstack's keys for fe's disk, as the agent does
 // (blkif.Keys, applied through the toolstack's client).
-func (r *rig) addDisk(t *testing.T, fe uint32, s blkif.Spec) {
+func (r *rig) addDisk(t testing.TB, fe uint32, s blkif.Spec) {
 	t.Helper()
 	ops, err := blkif.Keys(fe, driver, s)
 	if err != nil {
@@ -185,7 +185,7 @@ func (r *rig) addDisk(t *testing.T, fe uint32, s blkif.Spec) {
 }
 
 // waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(end) {
