@@ -418,7 +418,7 @@ func (m *Manager) removeEntry(id uint32) {
 }
 
 func (m *Manager) commitRemove(ctx context.Context, id uint32) error {
-	_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+	idx, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
 		Op: directory.DomRemove, Domain: directory.Domain{ID: id, Updated: time.Now().UnixNano()},
 	}))
 	if err != nil {
@@ -427,7 +427,10 @@ func (m *Manager) commitRemove(ctx context.Context, id uint32) error {
 	if resp.Err != "" && resp.Err != directory.ErrNoSuchDom.Error() {
 		return errors.New(resp.Err)
 	}
-	return nil
+	// Applied here before a destroy returns: a create on this host
+	// right after it (same name, same disk) must not find it still
+	// there, as when the leader that committed it is another host.
+	return m.cfg.Replica.WaitApplied(ctx, idx)
 }
 
 // Close destroys every domain of this host and waits until they are
