@@ -93,6 +93,8 @@ type agent struct {
 	consoles atomic.Pointer[console.Service]
 	// exports are this host's disk exports (disks.go).
 	exports exports
+	// auth is the API authentication's state (auth.go).
+	auth authState
 
 	// tls is the agents' mutual TLS (nil: off).
 	tls *tlsconf.Config

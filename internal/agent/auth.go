@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -121,7 +122,7 @@ func (a *agent) authenticate(next http.Handler) http.Handler {
 		}
 		// A console request with a ticket: the ticket gate (inside) checks
 		// it; tickets are issued only to management tokens.
-		if need == levelWrite && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/console") && r.URL.Query().Has("ticket") {
+		if r.Method == http.MethodGet && isConsolePath(r.URL.EscapedPath()) && r.URL.Query().Has("ticket") {
 			a.serveAs(w, r, next, principal{name: "console ticket"})
 			return
 		}
@@ -145,6 +146,18 @@ func (a *agent) authenticate(next http.Handler) http.Handler {
 			a.serveAs(w, r, next, p)
 		}
 	})
+}
+
+// isConsolePath reports whether an escaped path is /v1/domains/{dom}/console
+// as the ticket gate and the router see it (segments split before they
+// are unescaped).
+func isConsolePath(escaped string) bool {
+	rest, ok := strings.CutPrefix(escaped, "/v1/domains/")
+	if !ok {
+		return false
+	}
+	seg, ok := strings.CutSuffix(rest, "/console")
+	return ok && seg != "" && !strings.Contains(seg, "/")
 }
 
 func (a *agent) noTokenHint() string {
@@ -171,13 +184,71 @@ func (a *agent) principalFor(ctx context.Context, secret string) (principal, boo
 	if p, ok := lookup(); ok || a.cluster == nil {
 		return p, ok
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	idx, err := a.cluster.ReadIndex(ctx)
-	if err != nil || a.replica.WaitApplied(ctx, idx) != nil {
+	if a.catchUp(ctx) != nil {
 		return principal{}, false
 	}
 	return lookup()
+}
+
+// catchUp waits until this replica has applied what the leader had
+// committed when it was called. Callers share read indexes, one in
+// flight at a time per host, so a flood of bad tokens costs the leader
+// one request at a time from this host; a caller that joins a read index
+// asked before it arrived waits for the next one.
+func (a *agent) catchUp(ctx context.Context) error {
+	arrived := time.Now()
+	for {
+		c := a.auth.round(a)
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if c.start.Before(arrived) {
+			continue
+		}
+		if c.err != nil {
+			return c.err
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return a.replica.WaitApplied(ctx, c.idx)
+	}
+}
+
+// authState is the agent's: the read index in flight for catchUp.
+type authState struct {
+	mu       sync.Mutex
+	catching *catchUp
+}
+
+// round returns the read index in flight, starting one if none is.
+func (s *authState) round(a *agent) *catchUp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.catching != nil {
+		return s.catching
+	}
+	c := &catchUp{start: time.Now(), done: make(chan struct{})}
+	s.catching = c
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c.idx, c.err = a.cluster.ReadIndex(ctx)
+		s.mu.Lock()
+		s.catching = nil
+		s.mu.Unlock()
+		close(c.done)
+	}()
+	return c
+}
+
+// catchUp is one read index shared by the requests that wait for it.
+type catchUp struct {
+	start time.Time
+	done  chan struct{}
+	idx   uint64
+	err   error
 }
 
 // serveAs serves a request for p, logging domain creates and destroys

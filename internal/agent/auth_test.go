@@ -55,6 +55,22 @@ func TestAccess(t *testing.T) {
 	}
 }
 
+func TestIsConsolePath(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/v1/domains/web/console":     true,
+		"/v1/domains/a%2Fb/console":   true,
+		"/v1/domains/a/b/console":     false,
+		"/v1/domains//console":        false,
+		"/v1/domains/web/console/":    false,
+		"/v1/domains/web/consolex":    false,
+		"/v1/internal/commit/console": false,
+	} {
+		if got := isConsolePath(p); got != want {
+			t.Errorf("isConsolePath(%q) = %v", p, got)
+		}
+	}
+}
+
 func TestReadTokenFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "token")
