@@ -17,6 +17,12 @@
 #   h0 through a granted 4 MiB ring in 64 KiB writes, and the map and
 #   unmap of a grant of the other host) against one TCP stream from h1 to
 #   h0 in the same writes ("shi benchtcp stream").
+#   TLS=1 adds a phase "tls" after the undelayed one: the agents restarted
+#   with mutual TLS (certificates made with "shi tls", so Raft, the data
+#   plane and the API run over TLS), shi bench ring against one stream
+#   inside TLS between the same hosts with the same certificates ("shi
+#   benchtcp stream -tls-*", crypto/tls as the agents use). Its ratio
+#   prints as "remote ring throughput / tls throughput (tls)".
 # vchan: "shi bench vchan -hosts h0,h1" (1 GiB from a domain on h1 to one
 #   on h0 through guest/vchan with 1 MiB rings in 64 KiB writes, then
 #   16-byte round trips) against the same TCP stream and ping-pong.
@@ -157,8 +163,18 @@ scripts/testhosts.sh up 2 >/dev/null
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# The agents' management token (-api-token-file), which the CLI and curl
+# present.
+(umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$work/token")
+token=$(cat "$work/token")
+
+# scheme and cacert are how the CLI reaches the agents: https and the
+# cluster's CA in the TLS phase.
+scheme=http
+cacert=()
+tlsdir=
 # env0 points the CLI at host 0's agent.
-env0=(env "SHI_AGENT=http://$ip0:7070" "XENSTORED_PATH=$work/h0.sock")
+env0=(env "SHI_AGENT=http://$ip0:7070" "SHI_TOKEN=$token" "XENSTORED_PATH=$work/h0.sock")
 
 # fail_agents MESSAGE: fails with the tails of the agents' logs, whose
 # whole go to the end of $LOG.
@@ -189,9 +205,11 @@ start_agent() {
 	ns=${TESTHOSTS_PREFIX}h$i
 	ip=10.77.0.$((i + 1))
 	[[ $i -eq 0 ]] || join=(-join "$ip0" -bootstrap-expect 3)
+	[[ -z $tlsdir ]] || set -- "$@" -tls-ca "$tlsdir/shi-agent-ca.pem" \
+		-tls-cert "$tlsdir/shi-agent-h$i.pem" -tls-key "$tlsdir/shi-agent-h$i-key.pem"
 	rm -rf "$work/data$i"
 	ip netns exec "$ns" "$shi" agent -name "h$i" -data-dir "$work/data$i" -bind "$ip" \
-		"${join[@]}" -xenstore-socket "$work/h$i.sock" "$@" \
+		"${join[@]}" -xenstore-socket "$work/h$i.sock" -api-token-file "$work/token" "$@" \
 		>"$work/agent$i.log" 2>&1 &
 	pids[agent$i]=$!
 }
@@ -207,7 +225,7 @@ alive() {
 	local i=$1 ns ip out
 	ns=${TESTHOSTS_PREFIX}h$i
 	ip=10.77.0.$((i + 1))
-	out=$(in_ns "$ns" env "SHI_AGENT=http://$ip:7070" "$shi" nodes 2>/dev/null) || return 1
+	out=$(in_ns "$ns" env "SHI_AGENT=$scheme://$ip:7070" "${cacert[@]}" "SHI_TOKEN=$token" "$shi" nodes 2>/dev/null) || return 1
 	awk '$1 == "h0" && $3 == "alive" { a++ } $1 == "h1" && $3 == "alive" { b++ } $4 == "leader" { l++ }
 		END { exit !(a && b && l) }' <<<"$out" || return 1
 	in_ns "$ns" env "XENSTORED_PATH=$work/h$i.sock" "$shi" xenstore read /local/domain/0/name >/dev/null 2>&1
@@ -238,7 +256,7 @@ set_delay() {
 	local i ip
 	for i in 0 1; do
 		ip=10.77.0.$((i + 1))
-		in_ns "${TESTHOSTS_PREFIX}h$i" curl -sSf -o /dev/null -X POST -H 'Content-Type: application/json' \
+		in_ns "${TESTHOSTS_PREFIX}h$i" curl -sSf -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
 			-d "{\"delay_ms\": $1}" "http://$ip:7070/v1/internal/faults" ||
 			fail_agents "cannot set the fault hook on host $i's agent"
 	done
@@ -271,6 +289,53 @@ tcp_stream() { run in_ns "$ns1" "$shi" benchtcp stream -addr "$ip0:$tcpport" -ru
 shi_evtchn() { run in_ns "$ns0" "${env0[@]}" "$shi" bench evtchn -hosts h0,h1 -runs "$INNER" "${profile[@]}" "$@"; }
 shi_ring() { run in_ns "$ns0" "${env0[@]}" "$shi" bench ring -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "${profile[@]}" "$@"; }
 shi_vchan() { run in_ns "$ns0" "${env0[@]}" "$shi" bench vchan -hosts h0,h1 -runs "$INNER" -chunk "$CHUNK" "${profile[@]}" "$@"; }
+
+# tls_phase: the agents restarted with mutual TLS, RUNS rounds of shi's
+# ring against the TLS stream, then back to plain TCP for what follows.
+tls_phase() {
+	local r
+	echo "restarting the agents with mutual TLS (shi tls ca create, shi tls cert create)"
+	stop_agents
+	tlsdir=$work/tls
+	"$shi" tls ca create -dir "$tlsdir" >/dev/null
+	"$shi" tls cert create -dir "$tlsdir" -node h0 -ip "$ip0" >/dev/null
+	"$shi" tls cert create -dir "$tlsdir" -node h1 -ip 10.77.0.2 >/dev/null
+	chmod 755 "$tlsdir"
+	scheme=https
+	cacert=("SHI_CACERT=$tlsdir/shi-agent-ca.pem")
+	env0=(env "SHI_AGENT=https://$ip0:7070" "${cacert[@]}" "SHI_TOKEN=$token" "XENSTORED_PATH=$work/h0.sock")
+	start_cluster
+	ip netns exec "$ns0" "$shi" benchtcp serve -listen "$ip0:$((tcpport - 1))" -tls-listen "$ip0:$tlsport" \
+		-tls-ca "$tlsdir/shi-agent-ca.pem" -tls-cert "$tlsdir/shi-agent-h0.pem" -tls-key "$tlsdir/shi-agent-h0-key.pem" \
+		>"$work/tls.log" 2>&1 &
+	pids[tls]=$!
+	for _ in $(seq 100); do
+		grep -q "tls listening" "$work/tls.log" && break
+		kill -0 "${pids[tls]}" 2>/dev/null || { cat "$work/tls.log" >&2; die "the TLS baseline server did not start"; }
+		sleep 0.1
+	done
+	echo "== phase: tls" | tee -a "$LOG"
+	for r in $(seq "$RUNS"); do
+		echo "== round: $r" | tee -a "$LOG"
+		if ((r % 2)); then
+			tls_stream
+			shi_ring -mib "$MIB" -maps "$MAPS"
+		else
+			shi_ring -mib "$MIB" -maps "$MAPS"
+			tls_stream
+		fi
+	done
+	stop "${pids[tls]}"
+	unset "pids[tls]"
+	tlsdir= scheme=http cacert=()
+	env0=(env "SHI_AGENT=http://$ip0:7070" "SHI_TOKEN=$token" "XENSTORED_PATH=$work/h0.sock")
+}
+
+tlsport=7997
+tls_stream() {
+	run in_ns "$ns1" "$shi" benchtcp stream -addr "$ip0:$tlsport" -runs "$INNER" -chunk "$CHUNK" -mib "$MIB" \
+		-tls-ca "$tlsdir/shi-agent-ca.pem" -tls-cert "$tlsdir/shi-agent-h1.pem" -tls-key "$tlsdir/shi-agent-h1-key.pem"
+}
 
 # phase NAME DELAY_MS ROUNDS MIB MAPS: RUNS rounds of each benchmark, the
 # baseline first in odd rounds and second in even ones.
@@ -348,6 +413,9 @@ start_tcp_server
 echo "starting two agents (no fault hook) on test hosts $ns0 and $ns1"
 start_cluster
 phase "no delay" 0 "$ROUNDS" "$MIB" "$MAPS"
+if [[ ${TLS:-0} == 1 && ($what == ring || $what == all) ]]; then
+	tls_phase
+fi
 
 echo "restarting the agents with -test-faults, $DELAY_MS ms of one-way delay on both"
 stop_agents

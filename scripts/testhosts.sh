@@ -18,9 +18,12 @@
 #                              agent per host (host 0 bootstraps, the others
 #                              join it); FLAGS go to every agent
 #   testhosts.sh shi I ARGS…   run the shi CLI inside host I, pointed at its agent
+#                              with the management token (SHI_TOKEN)
 #
 # $STATE (TESTHOSTS_STATE, default /tmp/shi-testhosts) holds the binaries,
-# the agents' data, XenStore sockets (hI.sock) and logs (hI.log); every
+# the agents' data, XenStore sockets (hI.sock), local API sockets
+# (hI.api.sock), the management token every agent is started with
+# (token: -api-token-file, made by the first agent) and logs (hI.log); every
 # user may pass through it, since domains run under uids of their own.
 # `down` stops the agents with everything else in the hosts.
 #
@@ -130,6 +133,7 @@ start_agents() {
 		rm -rf "$STATE/data$i"
 		ip netns exec "$(host_ns "$i")" setsid "$STATE/shi" agent -name "h$i" -bind "$(host_ip "$i")" \
 			-data-dir "$STATE/data$i" -xenstore-socket "$STATE/h$i.sock" -xen-libs "$STATE/xen" \
+			-api-token-file "$STATE/token" \
 			"${join[@]}" "$@" </dev/null >"$STATE/h$i.log" 2>&1 &
 		for n in $(seq 300); do
 			serving "$i" && break
@@ -137,7 +141,7 @@ start_agents() {
 			((n < 300)) || die "host $i's agent did not serve within 30 s (see $STATE/h$i.log)"
 			sleep 0.1
 		done
-		echo "host $i: agent h$i at http://$(host_ip "$i"):7070, log $STATE/h$i.log" >&2
+		echo "host $i: agent h$i at http://$(host_ip "$i"):7070 (token in $STATE/token), log $STATE/h$i.log" >&2
 	done
 }
 
@@ -209,7 +213,7 @@ shi)
 	shift
 	[[ -x $STATE/shi ]] || die "no $STATE/shi (run: $0 agents)"
 	exec ip netns exec "$(host_ns "$i")" env "SHI_AGENT=http://$(host_ip "$i"):7070" \
-		"XENSTORED_PATH=$STATE/h$i.sock" "$STATE/shi" "$@"
+		"SHI_TOKEN=$(cat "$STATE/token" 2>/dev/null)" "XENSTORED_PATH=$STATE/h$i.sock" "$STATE/shi" "$@"
 	;;
 status)
 	ns_exists "$SW" || { echo "no test hosts (prefix $PREFIX)"; exit 0; }
