@@ -102,6 +102,13 @@ func TestReadTokenFile(t *testing.T) {
 // local socket.
 func authAgent(t *testing.T) (Info, Config) {
 	t.Helper()
+	cfg := authConfig(t)
+	info, _ := started(t, cfg)
+	return info, cfg
+}
+
+func authConfig(t *testing.T) Config {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = "auth"
 	cfg.DataDir = t.TempDir()
@@ -116,8 +123,55 @@ func authAgent(t *testing.T) (Info, Config) {
 	cfg.BootstrapExpect = 1
 	cfg.TestTiming = true
 	cfg.APIToken = testToken
-	info, _ := started(t, cfg)
-	return info, cfg
+	return cfg
+}
+
+// TestBootstrapToken: without -api-token-file the first leader makes a
+// management token and says it once; restarted on its data, it does not
+// make another, and the first still works.
+func TestBootstrapToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster agent (-short)")
+	}
+	cfg := authConfig(t)
+	cfg.APIToken = ""
+	told := make(chan string, 2)
+	cfg.OnBootstrapToken = func(s string) { told <- s }
+	info, stop := started(t, cfg)
+	var secret string
+	select {
+	case secret = <-told:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no bootstrap token")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := api.NewClient(info.APIURL)
+	c.Token = secret
+	ts, err := c.Tokens(ctx)
+	if err != nil || len(ts) != 1 || ts[0].Name != "bootstrap" || ts[0].ReadOnly {
+		t.Fatalf("tokens with the bootstrap token: %+v %v", ts, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	info, _ = started(t, cfg)
+	c = api.NewClient(info.APIURL)
+	c.Token = secret
+	for {
+		if _, err := c.Nodes(ctx); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("the bootstrap token after a restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a second bootstrap would have happened by now
+	select {
+	case s := <-told:
+		t.Fatalf("a restarted agent made another bootstrap token %q", s)
+	default:
+	}
 }
 
 func status(t *testing.T, c *api.Client, method, path, body string) int {
