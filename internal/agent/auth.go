@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,7 +50,13 @@ const callerHeader = "X-Shi-Caller"
 // access is the level a request needs. Reads of the cluster's state are
 // open to read-only tokens; everything that changes something, attaches
 // to a console or manages tokens needs a management token.
-func access(method, path string) level {
+func access(method, p string) level {
+	// Judge the path the router will serve: it redirects a path with
+	// "..", "." or "//" to its clean form rather than serve it.
+	path := pathpkg.Clean(p)
+	if strings.HasSuffix(p, "/") && path != "/" {
+		path += "/"
+	}
 	switch {
 	case path == "/" || strings.HasPrefix(path, webconsole.PagePath):
 		return levelPublic

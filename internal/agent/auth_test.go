@@ -51,6 +51,10 @@ func TestAccess(t *testing.T) {
 		{"GET", "/debug/goroutines", levelWrite},
 		{"GET", "/v1/whatever", levelWrite},
 		{"PUT", "/v1/nodes", levelWrite},
+		{"GET", "/v1/domains/../acl/tokens", levelWrite},
+		{"GET", "/v1/domains/x/../../internal/keyring", levelAgent},
+		{"GET", "/v1//domains/web/console", levelWrite},
+		{"GET", "/console/../v1/acl/tokens", levelWrite},
 	} {
 		if got := access(c.method, c.path); got != c.want {
 			t.Errorf("access(%s %s) = %d, want %d", c.method, c.path, got, c.want)
