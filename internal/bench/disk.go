@@ -533,7 +533,21 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) ([]diskPath, func(), e
 	name := fmt.Sprintf("bench-disk-%d", os.Getpid())
 	// The domain only has to live: its console helper serves the disk.
 	text := fmt.Sprintf("name = %q\ncmd = \"/bin/sleep\"\nargs = [\"infinity\"]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\ndisks = [%q]\n", name, disk)
-	d, err := c.CreateDomain(ctx, api.DomainSpec{Config: text, Node: cfg.Hosts[0]})
+	// A cluster just started may not have the disk host's driver domain
+	// yet (its agent makes it as it starts): wait for it a while.
+	var d api.Domain
+	var err error
+	for wait := time.Now().Add(30 * time.Second); ; {
+		d, err = c.CreateDomain(ctx, api.DomainSpec{Config: text, Node: cfg.Hosts[0]})
+		if err == nil || !strings.Contains(err.Error(), "no driver domain running") || time.Now().After(wait) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", name, err)
 	}
