@@ -26,7 +26,8 @@ type Host struct {
 	// v2: the base directory; v1: the base directory per controller.
 	base  string
 	bases map[string]string
-	cpu   bool // the cpu controller can cap CPU time
+	cpu   bool     // the cpu controller can cap CPU time
+	root  *os.File // another mount namespace's root the paths go through, if any
 }
 
 var hostSeq atomic.Uint64
@@ -34,15 +35,12 @@ var hostSeq atomic.Uint64
 // Open detects this process's cgroups and makes a directory for its
 // groups. Directories of earlier agents with the same prefix whose
 // process is gone are emptied and removed first.
+//
+// An agent started by "ip netns exec" (test hosts) has a mount namespace
+// of its own with a fresh /sys, which hides the cgroup mounts; then they
+// are reached through its parent's root, which still shows them, held
+// open so that the parent may go.
 func Open(prefix string) (*Host, error) {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	mounts, err := ParseMountinfo(mi)
-	if err != nil {
-		return nil, err
-	}
 	cg, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
@@ -51,14 +49,50 @@ func Open(prefix string) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := Detect(mounts, self, func(dir string) []string {
-		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
-		return strings.Fields(string(b))
-	})
+	l, err := detectIn("/proc/self/mountinfo", "", self)
+	if errors.Is(err, ErrNoControllers) && os.Getppid() > 1 {
+		ppid := strconv.Itoa(os.Getppid())
+		root, rerr := os.Open("/proc/" + ppid + "/root")
+		if rerr != nil {
+			return nil, err
+		}
+		pl, perr := detectIn("/proc/"+ppid+"/mountinfo", "/proc/self/fd/"+strconv.Itoa(int(root.Fd())), self)
+		if perr != nil {
+			root.Close()
+			return nil, err
+		}
+		h, err := OpenLayout(pl, prefix)
+		if err != nil {
+			root.Close()
+			return nil, err
+		}
+		h.root = root
+		return h, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	return OpenLayout(l, prefix)
+}
+
+// detectIn detects the layout from a mountinfo file, its mount points
+// taken under root.
+func detectIn(mountinfo, root string, self map[string]string) (Layout, error) {
+	mi, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return Layout{}, err
+	}
+	mounts, err := ParseMountinfo(mi)
+	if err != nil {
+		return Layout{}, err
+	}
+	for i := range mounts {
+		mounts[i].Point = root + mounts[i].Point
+	}
+	return Detect(mounts, self, func(dir string) []string {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		return strings.Fields(string(b))
+	})
 }
 
 // OpenLayout is Open with a given layout.
@@ -183,6 +217,9 @@ func (h *Host) dirs(m map[string]string) []string {
 
 // Close removes the host's directory; its groups must be gone.
 func (h *Host) Close() error {
+	if h.root != nil {
+		defer h.root.Close()
+	}
 	if h.l.Version == 2 {
 		return os.Remove(h.base)
 	}

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,3 +184,51 @@ func (h *Host) hasCPUAcct() bool {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// An agent started by "ip netns exec", as on test hosts, sees a fresh
+// /sys without the cgroup mounts; it still contains its domains.
+func TestOpenInsideIPNetnsExec(t *testing.T) {
+	if os.Getenv("SHI_CGROUP_CHILD") == "1" {
+		return // run as the child below
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("cgroup: making groups needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip(8)")
+	}
+	ns := "shi-cgtest-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestOpenFromChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "SHI_CGROUP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "contained: ok") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// TestOpenFromChild is the child of TestOpenInsideIPNetnsExec: the cgroup
+// mounts are hidden, yet a group holds a process.
+func TestOpenFromChild(t *testing.T) {
+	if os.Getenv("SHI_CGROUP_CHILD") != "1" {
+		return // only as that child
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), " - cgroup ") {
+		t.Fatal("cgroup mounts visible: not the mount namespace of ip netns exec")
+	}
+	h := openHost(t)
+	g := newGroup(t, h, "netns", Limits{MemoryBytes: 64 << 20, Pids: 8})
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := g.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	if ps, err := g.Procs(); err != nil || len(ps) != 1 || ps[0] != cmd.Process.Pid {
+		t.Fatalf("procs %v, %v; want [%d]", ps, err, cmd.Process.Pid)
+	}
+	fmt.Println("contained: ok")
+}
