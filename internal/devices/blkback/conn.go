@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"shi/guest/evtchn"
@@ -60,8 +61,9 @@ type conn struct {
 	grantMu sync.Mutex
 	grants  map[gnttab.Ref]*gnttab.Mapping
 
-	inflight sync.WaitGroup      // flushes and discards running on their own
-	batch    []abi.BlkifResponse // run's responses of one pass
+	inflight sync.WaitGroup // flushes and discards running on their own
+	batch    []pass         // run's requests of one pass
+	rsps     []abi.BlkifResponse
 }
 
 // ringSetup is what the front end published for its ring.
@@ -146,14 +148,20 @@ func (c *conn) run(ctx context.Context) error {
 				break
 			}
 			got = true
-			if rsp, ok := c.dispatch(entry); ok {
-				batch = append(batch, rsp)
+			if req, ok := c.dispatch(entry); ok {
+				batch = append(batch, req)
 			}
 		}
 		c.batch = batch
+		c.execute(batch)
 		if got {
 			if len(batch) > 0 {
-				c.respond(batch...)
+				rsps := c.rsps[:0]
+				for _, r := range batch {
+					rsps = append(rsps, r.rsp)
+				}
+				c.rsps = rsps
+				c.respond(rsps...)
 			}
 			continue
 		}
@@ -195,21 +203,66 @@ func (c *conn) run(ctx context.Context) error {
 // so a goroutine it started may not run until it sleeps. A flush (an
 // fsync) or a discard must not hold reads up: it runs on its own and
 // responds when done.
-func (c *conn) dispatch(entry []byte) (rsp abi.BlkifResponse, ok bool) {
+func (c *conn) dispatch(entry []byte) (p pass, ok bool) {
 	req, err := Parse(entry, c.geo)
 	if err != nil {
 		c.log.Debug("blkback: refused a request", "err", err)
-		return abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(err)}, true
+		return pass{rsp: abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(err)}, done: true}, true
 	}
 	if req.Kind == KindRead || req.Kind == KindWrite {
-		return abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(c.do(&req))}, true
+		return pass{req: req, rsp: abi.BlkifResponse{ID: req.ID, Operation: req.Operation}}, true
 	}
 	c.inflight.Add(1)
 	go func() {
 		defer c.inflight.Done()
 		c.respond(abi.BlkifResponse{ID: req.ID, Operation: req.Operation, Status: Status(c.do(&req))})
 	}()
-	return rsp, false
+	return pass{}, false
+}
+
+// pass is one request of a pass over the ring, and its response.
+type pass struct {
+	req  Request
+	rsp  abi.BlkifResponse
+	done bool // refused: rsp is final
+}
+
+// Workers is how many goroutines carry out the reads and writes of one
+// pass over the ring; 1 does them in the ring's goroutine. More helps a
+// store that waits for a disk (requests in flight together); on an
+// image in the page cache 4 was slower than 1 (BenchmarkRandRead4kQD32
+// 5.8 against 5.3 µs a read, BenchmarkSeqRead1M 1.0 against 0.8 ms).
+var Workers = 1
+
+// execute carries out a pass's reads and writes, in up to Workers
+// goroutines: a store that waits for a disk then has requests in flight
+// together. The ring's goroutine works too, and waits for the others
+// (giving up its P), then pushes all their responses at once.
+func (c *conn) execute(batch []pass) {
+	todo := 0
+	for i := range batch {
+		if !batch[i].done {
+			todo++
+		}
+	}
+	var next atomic.Int32
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(batch); i = int(next.Add(1) - 1) {
+			if p := &batch[i]; !p.done {
+				p.rsp.Status = Status(c.do(&p.req))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(Workers, todo) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	work()
+	wg.Wait()
 }
 
 // do carries out a validated request.
