@@ -44,6 +44,9 @@ type Options struct {
 	CommitTimeout time.Duration
 	// Args are more agent flags.
 	Args []string
+	// TLS starts the agents with mutual TLS: certificates made with
+	// "shi tls" in Cluster.TLSDir, the API over HTTPS.
+	TLS bool
 	// Ready bounds how long Start waits for the cluster (default 60 s).
 	Ready time.Duration
 	// Strangers is how many more test hosts share the cluster's network
@@ -57,6 +60,8 @@ type Cluster struct {
 	NS *nstest.Cluster
 	// Bin is the shi binary.
 	Bin string
+	// TLSDir holds the CA and the hosts' certificates (Options.TLS).
+	TLSDir string
 	// Token is the management token every agent is started with
 	// (-api-token-file); Host.API and Host.Env carry it.
 	Token string
@@ -118,6 +123,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	ns := nstest.New(t, nstest.Options{Hosts: opts.Hosts + opts.Strangers})
 	c := &Cluster{NS: ns, Bin: nstest.BuildShi(t), t: t, opts: opts}
+	if opts.TLS {
+		c.makeTLS(filepath.Join(dataDir, "tls"))
+	}
 	c.Token, c.TokenFile = newToken(t, dataDir)
 	// Before nstest kills the agents (cleanups run last first): a failed
 	// test shows where each agent's goroutines were.
@@ -135,7 +143,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			IP:      nh.IP,
 			DataDir: filepath.Join(dataDir, "h"+strconv.Itoa(i)),
 			Socket:  filepath.Join(sockDir, "h"+strconv.Itoa(i)+".sock"),
-			URL:     "http://" + nh.IP + ":7070",
+			URL:     c.scheme() + "://" + nh.IP + ":7070",
 			c:       c,
 		}
 		// The hosts' addresses exist only inside their namespaces: dial
@@ -199,6 +207,7 @@ func (h *Host) args() []string {
 	if !o.DefaultTiming {
 		a = append(a, "-test-timing")
 	}
+	a = append(a, h.tlsArgs()...)
 	if o.ConsistentReads {
 		a = append(a, "-consistent-reads")
 	}
@@ -513,14 +522,14 @@ func (h *Host) XS() *xs.Client {
 // Env is the environment that points Xen's tools and the shi CLI at this
 // host's agent.
 func (h *Host) Env() []string {
-	return []string{api.EnvXenstore + "=" + h.Socket, api.EnvAgent + "=" + h.URL, api.EnvToken + "=" + h.c.Token}
+	return append([]string{api.EnvXenstore + "=" + h.Socket, api.EnvAgent + "=" + h.URL, api.EnvToken + "=" + h.c.Token}, h.c.tlsEnv()...)
 }
 
 // Transport is an HTTP transport to the agent's API from inside its
 // namespace, with the cluster's management token on every request (raw
 // requests too: faults, /metrics, /debug).
 func (h *Host) Transport() http.RoundTripper {
-	return bearer{h.c.Token, &http.Transport{DialContext: h.dial, MaxIdleConnsPerHost: 4}}
+	return bearer{h.c.Token, &http.Transport{DialContext: h.dial, MaxIdleConnsPerHost: 4, TLSClientConfig: h.c.clientTLS()}}
 }
 
 // bearer adds a token to requests that carry none.
