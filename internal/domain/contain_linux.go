@@ -22,8 +22,11 @@ import (
 //     it fills them), with no swap beyond it. A program needs some
 //     memory of its own to run at all, so the cap is never below
 //     MemoryFloorMiB; the shareable pages alone stay capped at memory
-//     (the hypervisor's MaxPages). A domain the kernel's OOM killer
-//     strikes is crashed, whole, and follows on_crash.
+//     (the hypervisor's MaxPages). A Go program is told its cap, as a
+//     guest kernel knows its RAM (GOMEMLIMIT, unless its env sets one),
+//     so that its collector works harder before the cap rather than
+//     die at it. A domain the kernel's OOM killer strikes is crashed,
+//     whole, and follows on_crash.
 //   - caps its processes and threads at pids (default DefaultPids).
 //   - caps its CPU time at vcpus CPUs, when vcpus is set.
 //   - makes "every process of the domain" exact: destroy kills the
@@ -33,9 +36,16 @@ import (
 // the log), bounded only by their session, as before.
 
 // MemoryFloorMiB is the least memory cap a domain's cgroup gets: room
-// for a program's own runtime (a Go program takes a few MiB, more under
-// the race detector) when memory is set lower.
-const MemoryFloorMiB = 64
+// for a program's own runtime and working set when memory is set lower
+// (a Go program takes a few MiB to start; the suites' test domains,
+// declared with memory = 4, keep up to tens of MiB: a disk test's model
+// of its disk, 32 MiB).
+const MemoryFloorMiB = 128
+
+// goMemLimitShare is the part of the cap a Go program's runtime is told
+// to stay within: the rest is for what its heap does not count (thread
+// stacks, page tables, other processes of the domain, its shared pages).
+const goMemLimitShare = 0.75
 
 // oomPoll is how often a running domain's OOM kill count is read.
 const oomPoll = 250 * time.Millisecond
@@ -50,6 +60,15 @@ func limitsOf(cfg *Config) cgroup.Limits {
 		pids = DefaultPids
 	}
 	return cgroup.Limits{MemoryBytes: max(cfg.MemoryMiB, MemoryFloorMiB) << 20, Pids: pids, VCPUs: cfg.VCPUs}
+}
+
+// memLimitEnv tells a contained domain's Go programs its cap.
+func (m *Manager) memLimitEnv(cfg *Config) []string {
+	if m.cgroups() == nil {
+		return nil
+	}
+	lim := uint64(float64(limitsOf(cfg).MemoryBytes) * goMemLimitShare)
+	return []string{"GOMEMLIMIT=" + strconv.FormatUint(lim, 10)}
 }
 
 // cgroups is this host's directory of domain groups, made at the first

@@ -22,6 +22,7 @@ import (
 // released, so Identify knows it from its first instruction.
 func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string, conn *os.File, console bool) error {
 	env := []string{"PATH=" + os.Getenv("PATH")}
+	env = append(env, m.memLimitEnv(cfg)...) // before cfg.Env, which may set its own
 	env = append(env, cfg.Env...)
 	xen, err := m.xenLibsEnv(cfg)
 	if err != nil {
