@@ -48,7 +48,7 @@ func TestContainedDomains(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("test hosts need root")
 	}
-	c := Start(t, Options{Hosts: 2})
+	c := Start(t, Options{Hosts: 2, BootstrapExpect: 1})
 	h0, h1 := c.Host(0), c.Host(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
