@@ -41,38 +41,70 @@ var hostSeq atomic.Uint64
 // are reached through its parent's root, which still shows them, held
 // open so that the parent may go.
 func Open(prefix string) (*Host, error) {
-	cg, err := os.ReadFile("/proc/self/cgroup")
+	l, root, err := detect()
 	if err != nil {
 		return nil, err
 	}
+	h, err := OpenLayout(l, prefix)
+	if err != nil {
+		if root != nil {
+			root.Close()
+		}
+		return nil, err
+	}
+	h.root = root
+	return h, nil
+}
+
+// Sweep empties and removes the group directories with prefix of agents
+// that are gone, as Open does: for whoever outlives agents killed
+// without a chance to clean up (a test run's last ones).
+func Sweep(prefix string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	l, root, err := detect()
+	if err != nil {
+		return
+	}
+	if root != nil {
+		defer root.Close()
+	}
+	if l.Version == 2 {
+		sweep(l.Unified, prefix, 2)
+		return
+	}
+	for _, dir := range l.Dirs {
+		sweep(dir, prefix, 1)
+	}
+}
+
+// detect finds this process's layout, through its parent's root (held
+// open, returned) when its own mount namespace hides the cgroup mounts.
+func detect() (Layout, *os.File, error) {
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return Layout{}, nil, err
+	}
 	self, err := ParseSelf(cg)
 	if err != nil {
-		return nil, err
+		return Layout{}, nil, err
 	}
 	l, err := detectIn("/proc/self/mountinfo", "", self)
 	if errors.Is(err, ErrNoControllers) && os.Getppid() > 1 {
 		ppid := strconv.Itoa(os.Getppid())
 		root, rerr := os.Open("/proc/" + ppid + "/root")
 		if rerr != nil {
-			return nil, err
+			return Layout{}, nil, err
 		}
 		pl, perr := detectIn("/proc/"+ppid+"/mountinfo", "/proc/self/fd/"+strconv.Itoa(int(root.Fd())), self)
 		if perr != nil {
 			root.Close()
-			return nil, err
+			return Layout{}, nil, err
 		}
-		h, err := OpenLayout(pl, prefix)
-		if err != nil {
-			root.Close()
-			return nil, err
-		}
-		h.root = root
-		return h, nil
+		return pl, root, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return OpenLayout(l, prefix)
+	return l, nil, err
 }
 
 // detectIn detects the layout from a mountinfo file, its mount points

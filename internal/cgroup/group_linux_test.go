@@ -232,3 +232,56 @@ func TestOpenFromChild(t *testing.T) {
 	}
 	fmt.Println("contained: ok")
 }
+
+// Sweep empties and removes the groups of an agent that is gone.
+func TestSweepDeadAgent(t *testing.T) {
+	h := openHost(t)
+	dead := exec.Command("/bin/true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	// The directory a killed agent of that pid would have left, with a
+	// process of one of its domains still running.
+	name := "shi-sweeptest-" + strconv.Itoa(dead.Process.Pid) + "-1"
+	left := &Host{l: h.l, name: name}
+	var bases []string
+	if h.l.Version == 2 {
+		left.base = filepath.Join(h.l.Unified, name)
+		bases = []string{left.base}
+		if err := os.Mkdir(left.base, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		left.bases = map[string]string{}
+		for c, d := range h.l.Dirs {
+			left.bases[c] = filepath.Join(d, name)
+		}
+		bases = left.dirs(left.bases)
+		for _, d := range bases {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	g, err := left.New("dom7", Limits{Pids: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sleep", "600")
+	if err := g.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	Sweep("shi-sweeptest")
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the left domain's process still runs")
+	}
+	for _, d := range bases {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("%s still there", d)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"shi/guest/link"
 	"shi/guest/xs"
 	"shi/internal/agent"
+	"shi/internal/cgroup"
 	"shi/internal/directory"
 	"shi/internal/domain"
 	"shi/internal/hypervisor"
@@ -83,7 +84,11 @@ func Main(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// Agents on test hosts are killed at the end, with no chance to
+	// remove their domains' cgroup directories: remove those here.
+	cgroup.Sweep("shi")
+	os.Exit(code)
 }
 
 // Buffer is a goroutine-safe log sink.
