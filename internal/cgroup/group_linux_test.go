@@ -54,7 +54,23 @@ func newGroup(t *testing.T, h *Host, name string, lim Limits) *Group {
 // threads are back where they were.
 func TestStartInside(t *testing.T) {
 	h := openHost(t)
-	g := newGroup(t, h, "inside", Limits{MemoryBytes: 64 << 20, Pids: 16, VCPUs: 1})
+	g := newGroup(t, h, "inside", Limits{MemoryBytes: 64 << 20, Pids: 16, VCPUs: 2})
+	// The caps asked for are the kernel's.
+	caps := map[string]string{}
+	if h.Version() == 2 {
+		caps = map[string]string{filepath.Join(g.dir, "memory.max"): "67108864", filepath.Join(g.dir, "pids.max"): "16", filepath.Join(g.dir, "cpu.max"): "200000 100000"}
+	} else {
+		caps[filepath.Join(g.dirs[Memory], "memory.limit_in_bytes")] = "67108864"
+		caps[filepath.Join(g.dirs[Pids], "pids.max")] = "16"
+		if d, ok := g.dirs[CPU]; ok {
+			caps[filepath.Join(d, "cpu.cfs_quota_us")] = "200000"
+		}
+	}
+	for f, want := range caps {
+		if b, err := os.ReadFile(f); err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q, %v; want %s", f, b, err, want)
+		}
+	}
 	out, err := os.CreateTemp(t.TempDir(), "out")
 	if err != nil {
 		t.Fatal(err)
