@@ -140,6 +140,10 @@ func fioArgs(w DiskWorkload, uri string, runtime time.Duration, size int64) []st
 // diskPath is one way to the image: a name for the table and an NBD URI.
 type diskPath struct {
 	name, uri string
+	// jobs, if set, is the directory a domain takes fio runs from: fio
+	// then runs inside the domain, through its own NBD socket (see
+	// domainFio), as the domain's programs would.
+	jobs string
 }
 
 func (c *DiskConfig) remote() bool {
@@ -218,7 +222,15 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 
 	// (a) shi's path: a domain whose disk is the image.
 	if cfg.API != "" {
-		ps, stop, err := startDiskDomain(ctx, cfg)
+		// A directory the domain's uid may write its results in.
+		jobs := filepath.Join(dir, "jobs")
+		if err := os.Mkdir(jobs, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(jobs, 0o777); err != nil { // past the umask
+			return err
+		}
+		ps, stop, err := startDiskDomain(ctx, cfg, jobs)
 		if err != nil {
 			return err
 		}
@@ -276,7 +288,11 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 
 	fmt.Fprintf(w, "fio (nbd engine) on a %d MiB image, %v per run, rounds: %d (the median is reported); paths:\n", size>>20, cfg.Runtime, cfg.Runs)
 	for _, p := range paths {
-		fmt.Fprintf(w, "  %-22s %s\n", p.name, p.uri)
+		where := ""
+		if p.jobs != "" {
+			where = "  (fio inside the domain)"
+		}
+		fmt.Fprintf(w, "  %-22s %s%s\n", p.name, p.uri, where)
 	}
 	res := make([][][]FioResult, len(cfg.Workloads)) // [workload][path][run]
 	for i := range res {
@@ -290,7 +306,14 @@ func RunDisk(ctx context.Context, cfg DiskConfig, w io.Writer) error {
 				if r%2 == 1 {
 					j = len(paths) - 1 - k
 				}
-				out, err := runFio(ctx, cfg.Fio, fioArgs(wl, paths[j].uri, cfg.Runtime, size))
+				args := fioArgs(wl, paths[j].uri, cfg.Runtime, size)
+				var out FioResult
+				var err error
+				if paths[j].jobs != "" {
+					out, err = domainFio(ctx, paths[j].jobs, args)
+				} else {
+					out, err = runFio(ctx, cfg.Fio, args)
+				}
 				if err != nil {
 					return fmt.Errorf("%s through %s: %w", wl.Name, paths[j].name, err)
 				}
@@ -524,15 +547,17 @@ func serveFile(ctx context.Context, image, sock string) (diskPath, func(), error
 // disk's host) and returns the paths to it: the NBD socket its disk is
 // served on, on the domain's host (this one), and when the disk is local
 // its export over TCP.
-func startDiskDomain(ctx context.Context, cfg DiskConfig) ([]diskPath, func(), error) {
+func startDiskDomain(ctx context.Context, cfg DiskConfig, jobs string) ([]diskPath, func(), error) {
 	c := api.NewClient(cfg.API)
 	disk := fmt.Sprintf("path=%s,dev=xvda,mode=w", cfg.Image)
 	if cfg.Hosts[1] != "" {
 		disk = "host=" + cfg.Hosts[1] + "," + disk
 	}
 	name := fmt.Sprintf("bench-disk-%d", os.Getpid())
-	// The domain only has to live: its console helper serves the disk.
-	text := fmt.Sprintf("name = %q\ncmd = \"/bin/sleep\"\nargs = [\"infinity\"]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\ndisks = [%q]\n", name, disk)
+	// The domain runs the fio jobs put in jobs (domainFio) on its own
+	// disk, through the NBD socket its console helper serves it on.
+	script := fmt.Sprintf(diskRunner, jobs)
+	text := fmt.Sprintf("name = %q\ncmd = \"/bin/sh\"\nargs = [\"-c\", %q]\nmemory = 32\nmax_maps = 8192\ngrant_frames = 16\ndisks = [%q]\n", name, script, disk)
 	// A cluster just started may not have the disk host's driver domain
 	// yet (its agent makes it as it starts): wait for it a while.
 	var d api.Domain
@@ -592,7 +617,7 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) ([]diskPath, func(), e
 	if cfg.remote() {
 		n = "shi remote disk"
 	}
-	paths := []diskPath{{name: n, uri: "nbd+unix:///xvda?socket=" + sock}}
+	paths := []diskPath{{name: n, uri: "nbd+unix:///xvda?socket=" + sock, jobs: jobs}}
 	if !cfg.remote() {
 		// The same disk exported over TCP by its host ("shi disk export").
 		x, err := c.ExportDisk(ctx, id, "xvda", api.DiskExport{})
@@ -605,4 +630,53 @@ func startDiskDomain(ctx context.Context, cfg DiskConfig) ([]diskPath, func(), e
 		paths = append(paths, diskPath{name: "shi disk export", uri: "nbd://" + x.Export + "/xvda"})
 	}
 	return paths, stop, nil
+}
+
+// diskRunner is the disk domain's program (a format with the jobs
+// directory): it runs each fio job put in job on its disk and leaves the
+// JSON in out.json and the exit code in rc.
+const diskRunner = `D=%s; while :; do if [ -f $D/job ]; then ` +
+	`eval "fio --output=$D/out.tmp $(cat $D/job)" >$D/err 2>&1; echo $? >$D/rc.tmp; ` +
+	`mv -f $D/out.tmp $D/out.json 2>/dev/null; rm -f $D/job; mv -f $D/rc.tmp $D/rc; fi; sleep 0.02; done`
+
+// domainFio runs fio inside the disk domain (diskRunner) and reads its
+// result. The URI argument is the domain's own, from its environment;
+// the rest must pass its shell's eval unchanged.
+func domainFio(ctx context.Context, jobs string, args []string) (FioResult, error) {
+	var job []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "--uri=") {
+			job = append(job, `--uri="$SHI_DISK_XVDA"`) // the domain's own, expanded by its eval
+			continue
+		}
+		if strings.ContainsAny(a, " \t\n'\"$\\`;&|<>()*?[]{}~#") {
+			return FioResult{}, fmt.Errorf("fio argument %q cannot go through the domain's shell", a)
+		}
+		job = append(job, a)
+	}
+	for _, f := range []string{"rc", "out.json", "err"} {
+		os.Remove(filepath.Join(jobs, f))
+	}
+	if err := os.WriteFile(filepath.Join(jobs, "job"), []byte(strings.Join(job, " ")+"\n"), 0o644); err != nil {
+		return FioResult{}, err
+	}
+	for {
+		rc, err := os.ReadFile(filepath.Join(jobs, "rc"))
+		if err == nil {
+			if strings.TrimSpace(string(rc)) != "0" {
+				msg, _ := os.ReadFile(filepath.Join(jobs, "err"))
+				return FioResult{}, fmt.Errorf("fio in the domain: exit %s: %s", strings.TrimSpace(string(rc)), tail(msg))
+			}
+			out, err := os.ReadFile(filepath.Join(jobs, "out.json"))
+			if err != nil {
+				return FioResult{}, err
+			}
+			return ParseFio(out)
+		}
+		select {
+		case <-ctx.Done():
+			return FioResult{}, fmt.Errorf("fio in the domain: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
