@@ -45,6 +45,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	t.Run("stranger", func(t *testing.T) { strangers(t, c) })
+	t.Run("gossip with the wrong key", func(t *testing.T) { gossipIntruder(t, c) })
 
 	// Rotation under load.
 	w := startWriter(c.Host(1), "/tls-writes")
@@ -292,5 +293,55 @@ func nsDial(nh *nstest.Host) dialFunc {
 			return err
 		})
 		return c, err
+	}
+}
+
+// gossipIntruder starts an agent in the stranger's namespace with a
+// gossip key of its own that tries to join h0: memberlist drops what it
+// sends, so no member ever lists it, and the cluster stays as it was.
+func gossipIntruder(t *testing.T, c *Cluster) {
+	h0, s := c.Host(0), c.Stranger(0)
+	before := tlsClusterState(t, h0)
+	dir, err := os.MkdirTemp("", "shi-intruder-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wrong := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32))
+	var log bytes.Buffer
+	cmd := s.Command(ctx, c.Bin, "agent", "-name", "intruder", "-data-dir", filepath.Join(dir, "data"),
+		"-bind", s.IP, "-join", h0.IP, "-bootstrap-expect", "3", "-xenstore-socket", filepath.Join(dir, "xs.sock"),
+		"-test-timing", "-encrypt", wrong)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		cmd.Wait()
+	}()
+	// Membership's probes and pushes run several times a second under
+	// -test-timing: a few seconds is many chances to get in.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, h := range c.Hosts() {
+			nodes, err := h.Nodes(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range nodes {
+				if n.Name == "intruder" {
+					t.Fatalf("%s lists the intruder: %+v\n%s", h.Name, n, log.String())
+				}
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	t.Logf("the intruder's agent said, last:\n%s", strings.Join(lines[max(0, len(lines)-3):], "\n"))
+	if after := tlsClusterState(t, h0); after != before {
+		t.Fatalf("the cluster changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
