@@ -8,6 +8,7 @@
 #
 #   scripts/bench-cluster.sh            one run (about 2-3 minutes)
 #   RUNS=3 scripts/bench-cluster.sh     three runs, one after the other
+#   TLS=1 scripts/bench-cluster.sh      the cluster's agents with mutual TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

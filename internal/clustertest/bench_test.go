@@ -43,11 +43,18 @@ func TestBenchCluster(t *testing.T) {
 	// The dev agent runs on a test host of its own, as the cluster's
 	// agents do.
 	dev := startDev(t, ctx)
-	c := Start(t, Options{Hosts: 3, DefaultTiming: true, Ready: 2 * time.Minute})
+	// TLS=1: the cluster's agents talk mutual TLS (Raft, forwarded
+	// commits, the data plane) and serve the API over HTTPS.
+	withTLS := os.Getenv("TLS") == "1"
+	c := Start(t, Options{Hosts: 3, DefaultTiming: true, Ready: 2 * time.Minute, TLS: withTLS})
 	l := c.Leader(ctx)
 	f := c.Host((l + 1) % 3)
 	lh := c.Host(l)
-	fmt.Fprintf(out, "\nshi cluster benchmarks: 3 test hosts (%s leads) vs one dev agent, memberlist and Raft default timings\n", lh.Name)
+	tlsNote := ""
+	if withTLS {
+		tlsNote = ", mutual TLS between the hosts"
+	}
+	fmt.Fprintf(out, "\nshi cluster benchmarks: 3 test hosts (%s leads%s) vs one dev agent, memberlist and Raft default timings\n", lh.Name, tlsNote)
 
 	devBench := benchXenstore(t, ctx, dev.host, dev.env)
 	folBench := benchXenstore(t, ctx, c.NS.Host(f.Index), f.Env())
