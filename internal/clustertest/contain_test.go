@@ -55,7 +55,11 @@ func TestContainedDomains(t *testing.T) {
 	shell := func(name, script string, extra ...string) string {
 		return fmt.Sprintf("name = %q\ncmd = \"/bin/bash\"\nargs = [\"-c\", %q]\nmemory = 4\n%s\n", name, script, strings.Join(extra, "\n"))
 	}
-	bomb := createOn(t, ctx, h0, shell("bomb", "while :; do sleep 600 & done", "pids = 40"))
+	// The bomb forks in a subshell: a non-interactive bash gives up when
+	// a fork keeps failing, and the domain would end with it (under load
+	// before the test looks). The first process waits in a builtin, which
+	// needs no fork, on its terminal.
+	bomb := createOn(t, ctx, h0, shell("bomb", "(while :; do sleep 600 & done); read -r _", "pids = 40"))
 	hog := createOn(t, ctx, h0, shell("hog", fmt.Sprintf("head -c %d /dev/zero | tail -n 1 >/dev/null", 4*domain.MemoryFloorMiB<<20)))
 	a, b := crossPair(t, c, 0, 1, "pong", "pong", "ping", "ping", "ROUNDS=2000")
 	if o := waitEnd(t, h0, hog, time.Minute); o.Exit != "out of memory" {
