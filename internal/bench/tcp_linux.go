@@ -355,23 +355,7 @@ func (s *TCPServer) serveConn(fd int) (err error) {
 			}
 		}
 	default: // tcpStream
-		if _, err := c.Write([]byte{1}); err != nil { // ready
-			return err
-		}
-		for range h.runs {
-			var got int64
-			for got < h.bytes {
-				n, err := c.Read(buf[:min(int64(len(buf)), h.bytes-got)])
-				if err != nil {
-					return fmt.Errorf("stream: read at %d: %w", got, err)
-				}
-				got += int64(n)
-			}
-			if _, err := c.Write(binary.LittleEndian.AppendUint64(nil, uint64(got))); err != nil {
-				return err
-			}
-		}
-		return nil
+		return serveStreamRuns(c, h, buf)
 	}
 }
 
@@ -456,35 +440,7 @@ func TCPStream(addr string, total int64, chunk, runs int, delay time.Duration) (
 		return nil, err
 	}
 	defer c.Close()
-	var ready [1]byte
-	if _, err := io.ReadFull(c, ready[:]); err != nil {
-		return nil, fmt.Errorf("benchtcp: stream: %w", err)
-	}
-	buf := make([]byte, chunk)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	var out []float64
-	for range runs {
-		t0 := time.Now()
-		for left := total; left > 0; {
-			n := int(min(left, int64(chunk)))
-			if _, err := c.Write(buf[:n]); err != nil {
-				return nil, fmt.Errorf("benchtcp: stream: %w", err)
-			}
-			left -= int64(n)
-		}
-		var ack [8]byte
-		if _, err := io.ReadFull(c, ack[:]); err != nil {
-			return nil, fmt.Errorf("benchtcp: stream: %w", err)
-		}
-		d := time.Since(t0)
-		if got := int64(binary.LittleEndian.Uint64(ack[:])); got != total {
-			return nil, fmt.Errorf("benchtcp: the server read %d of %d bytes", got, total)
-		}
-		out = append(out, float64(total)/d.Seconds())
-	}
-	return out, nil
+	return streamRuns(c, total, chunk, runs, "stream")
 }
 
 // StartTCPServer runs a TCPServer on 127.0.0.1 in a child process (a

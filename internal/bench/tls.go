@@ -2,7 +2,6 @@ package bench
 
 import (
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -102,24 +101,7 @@ func serveTLSStream(c *tls.Conn) error {
 	if h.mode != tcpStream || h.delay != 0 {
 		return errors.New("benchtcp: the TLS baseline serves undelayed streams only")
 	}
-	if _, err := c.Write([]byte{1}); err != nil { // ready
-		return err
-	}
-	buf := make([]byte, h.size)
-	for range h.runs {
-		var got int64
-		for got < h.bytes {
-			n, err := c.Read(buf[:min(int64(len(buf)), h.bytes-got)])
-			if err != nil {
-				return fmt.Errorf("stream: read at %d: %w", got, err)
-			}
-			got += int64(n)
-		}
-		if _, err := c.Write(binary.LittleEndian.AppendUint64(nil, uint64(got))); err != nil {
-			return err
-		}
-	}
-	return nil
+	return serveStreamRuns(c, h, make([]byte, h.size))
 }
 
 // TLSStream is TCPStream inside TLS: runs runs of total bytes in writes
@@ -142,33 +124,5 @@ func TLSStream(addr string, cfg *tls.Config, total int64, chunk, runs int) ([]fl
 	if _, err := c.Write(tcpHello{mode: tcpStream, size: chunk, runs: runs, bytes: total}.marshal()); err != nil {
 		return nil, err
 	}
-	var ready [1]byte
-	if _, err := io.ReadFull(c, ready[:]); err != nil {
-		return nil, fmt.Errorf("benchtcp: tls stream: %w", err)
-	}
-	buf := make([]byte, chunk)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	var out []float64
-	for range runs {
-		t0 := time.Now()
-		for left := total; left > 0; {
-			n := int(min(left, int64(chunk)))
-			if _, err := c.Write(buf[:n]); err != nil {
-				return nil, fmt.Errorf("benchtcp: tls stream: %w", err)
-			}
-			left -= int64(n)
-		}
-		var ack [8]byte
-		if _, err := io.ReadFull(c, ack[:]); err != nil {
-			return nil, fmt.Errorf("benchtcp: tls stream: %w", err)
-		}
-		d := time.Since(t0)
-		if got := int64(binary.LittleEndian.Uint64(ack[:])); got != total {
-			return nil, fmt.Errorf("benchtcp: the server read %d of %d bytes", got, total)
-		}
-		out = append(out, float64(total)/d.Seconds())
-	}
-	return out, nil
+	return streamRuns(c, total, chunk, runs, "tls stream")
 }
