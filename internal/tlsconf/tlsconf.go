@@ -47,11 +47,7 @@ type Member struct {
 
 // CreateCA returns a new self-signed CA certificate and its key, PEM.
 func CreateCA(validFor time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := serialNumber()
+	key, serial, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -83,11 +79,7 @@ func CreateCert(caCertPEM, caKeyPEM []byte, node string, ips []net.IP, validFor 
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := serialNumber()
+	key, serial, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -112,8 +104,14 @@ func CreateCert(caCertPEM, caKeyPEM []byte, node string, ips []net.IP, validFor 
 	return encode(der, key)
 }
 
-func serialNumber() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+// newKey makes a certificate's key and its random 128-bit serial number.
+func newKey() (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	return key, serial, err
 }
 
 func encode(der []byte, key *ecdsa.PrivateKey) (certPEM, keyPEM []byte, err error) {
