@@ -60,7 +60,7 @@ func (o *Options) setDefaults() {
 }
 
 // Open connects to this domain's disk dev ("xvda"), whose keys the
-// toolstack wrote (blkif.Keys), with the default Options.
+// toolstack wrote (toolstack.Keys), with the default Options.
 func Open(hvc *hv.Conn, xsc *xs.Client, dev string) (*Disk, error) {
 	return OpenOptions(hvc, xsc, dev, Options{})
 }

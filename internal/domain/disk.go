@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 	"shi/internal/directory"
 	"shi/internal/xenstore"
 )
@@ -166,7 +167,7 @@ func (m *Manager) diskKeys(ctx context.Context, id uint32, cfg *Config) ([]xenst
 		if !ok {
 			return nil, fmt.Errorf("disk %s: host %q has no driver domain running (no such host, or its agent is not up)", k.Dev, k.Host)
 		}
-		c, err := blkif.Keys(id, drv.ID, blkif.Spec{Dev: k.Dev, Path: k.Path, Writable: k.Writable()})
+		c, err := toolstack.Keys(id, drv.ID, toolstack.Spec{Dev: k.Dev, Path: k.Path, Writable: k.Writable()})
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ import (
 	"shi/internal/abi"
 	"shi/internal/devices/blkback"
 	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 	"shi/internal/nbd"
 	"shi/internal/ring"
 	"shi/internal/xenstore"
@@ -112,7 +113,7 @@ func (e *blkEnv) addDisk(t *testing.T, dev string, store nbd.Backend, writable b
 		e.stores[path] = store
 		e.mu.Unlock()
 	}
-	cmds, err := blkif.Keys(uint32(e.fe), uint32(e.be), blkif.Spec{Dev: dev, Path: path, Writable: writable})
+	cmds, err := toolstack.Keys(uint32(e.fe), uint32(e.be), toolstack.Spec{Dev: dev, Path: path, Writable: writable})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"shi/guest/blkfront"
-	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 )
 
 // benchDisk opens a 64 MiB image file (written once, so it is in the
@@ -18,7 +18,7 @@ func benchDisk(b *testing.B) (*blkfront.Disk, int64) {
 	img := r.image(b, "b.img", size)
 	const fe = 40
 	hvc := r.dom(b, fe, false)
-	r.addDisk(b, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(b, fe, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(hvc, r.client(b, fe), "xvda")
 	if err != nil {
 		b.Fatal(err)

@@ -1,7 +1,7 @@
 // Package blkback is the back end of Xen virtual block devices (blkif,
 // spec/xen-abi.md §6) for a shi driver domain: Service watches the
 // driver's back-end directory (/local/domain/<driver>/backend/vbd/<fe>/<devid>),
-// which the toolstack writes (internal/devices/blkif.Keys), opens each
+// which the toolstack writes (internal/devices/blkif/toolstack.Keys), opens each
 // disk's image file, and serves the front end's ring.
 //
 // The handshake is xenbus's: the back end opens the image (flock'ed, so

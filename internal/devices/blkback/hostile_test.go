@@ -14,6 +14,7 @@ import (
 	gring "shi/guest/ring"
 	"shi/internal/abi"
 	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 )
 
 // rawFront is a front end written by hand, to send what guest/blkfront
@@ -118,7 +119,7 @@ func TestHostileRequests(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "h.img", 1<<20)
 	const fe = 20
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	f := newRawFront(t, r, fe, "xvda")
 	good := f.data.Refs[0]
 	ok := func(name string, st int16, want int16) {
@@ -189,7 +190,7 @@ func TestHostileReadOnly(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "hro.img", 1<<20)
 	const fe = 30
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvda", Path: img})
 	f := newRawFront(t, r, fe, "xvda")
 	copy(f.data.Bytes(), bytes.Repeat([]byte{0xee}, abi.PAGE_SIZE))
 	g := uint32(f.data.Refs[0])

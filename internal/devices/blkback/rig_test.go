@@ -17,6 +17,7 @@ import (
 	"shi/guest/xs"
 	"shi/internal/abi"
 	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 	"shi/internal/hypervisor"
 	"shi/internal/nbd"
 	"shi/internal/shm"
@@ -171,10 +172,10 @@ func (r *rig) image(t testing.TB, name string, size int64) string {
 }
 
 // addDisk writes the toolstack's keys for fe's disk, as the agent does
-// (blkif.Keys, applied through the toolstack's client).
-func (r *rig) addDisk(t testing.TB, fe uint32, s blkif.Spec) {
+// (toolstack.Keys, applied through the toolstack's client).
+func (r *rig) addDisk(t testing.TB, fe uint32, s toolstack.Spec) {
 	t.Helper()
-	ops, err := blkif.Keys(fe, driver, s)
+	ops, err := toolstack.Keys(fe, driver, s)
 	if err != nil {
 		t.Fatal(err)
 	}

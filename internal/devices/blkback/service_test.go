@@ -13,6 +13,7 @@ import (
 
 	"shi/guest/blkfront"
 	"shi/internal/devices/blkif"
+	"shi/internal/devices/blkif/toolstack"
 	"shi/internal/nbd"
 )
 
@@ -29,7 +30,7 @@ func TestDiskRandomIO(t *testing.T) {
 	const fe = 5
 	hvc := r.dom(t, fe, false)
 	fxs := r.client(t, fe)
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(hvc, fxs, "xvda")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func TestDiskReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	const fe = 6
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvdb", Path: img})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvdb", Path: img})
 	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvdb")
 	if err != nil {
 		t.Fatal(err)
@@ -189,8 +190,8 @@ func TestDiskReadOnly(t *testing.T) {
 func TestDiskOneWriter(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "shared.img", 1<<20)
-	r.addDisk(t, 7, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
-	r.addDisk(t, 8, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, 7, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, 8, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	h7, x7 := r.dom(t, 7, false), r.client(t, 7)
 	h8, x8 := r.dom(t, 8, false), r.client(t, 8)
 	d7, err7 := blkfront.Open(h7, x7, "xvda")
@@ -232,7 +233,7 @@ func TestDiskFlushCrash(t *testing.T) {
 	var cs *CrashStore
 	r := newRig(t, func(b nbd.Backend) nbd.Backend { cs = NewCrashStore(b); return cs })
 	img := r.image(t, "c.img", 1<<20)
-	r.addDisk(t, 9, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, 9, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(r.dom(t, 9, false), r.client(t, 9), "xvda")
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +277,7 @@ func TestDiskFrontGone(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "g.img", 1<<20)
 	const fe = 10
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvda")
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +304,7 @@ func TestDiskFrontGone(t *testing.T) {
 func TestDiskBackendStops(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "s.img", 1<<20)
-	r.addDisk(t, 11, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, 11, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(r.dom(t, 11, false), r.client(t, 11), "xvda")
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +335,7 @@ func TestDiskUnplugged(t *testing.T) {
 	r := newRig(t, nil)
 	img := r.image(t, "u.img", 1<<20)
 	const fe = 12
-	r.addDisk(t, fe, blkif.Spec{Dev: "xvda", Path: img, Writable: true})
+	r.addDisk(t, fe, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
 	d, err := blkfront.Open(r.dom(t, fe, false), r.client(t, fe), "xvda")
 	if err != nil {
 		t.Fatal(err)
