@@ -80,29 +80,12 @@ func NewService(cfg ServiceConfig) *Service {
 func (s *Service) Run(ctx context.Context) error {
 	dir := blkif.BackendDir(s.driver)
 	xc := s.cfg.XenStore
-	w, err := xc.Watch(dir, "vbd-backends")
-	if err != nil {
-		return fmt.Errorf("blkback: watch %s: %w", dir, err)
-	}
-	defer xc.Unwatch(w)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	tick := time.NewTicker(5 * time.Second) // events are hints; a missed one is found here
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-w.Events():
-			if !ok {
-				return fmt.Errorf("blkback: watch of %s ended: %v", dir, xc.Err())
-			}
-		case <-tick.C:
-		}
-		fes, err := xc.Directory(dir)
-		if err != nil && !errors.Is(err, syscall.ENOENT) {
+	err := xc.WatchDir(ctx, dir, "vbd-backends", 5*time.Second, func(fes []string, err error) {
+		if err != nil {
 			s.cfg.Logger.Warn("blkback: list back ends", "err", err)
-			continue
+			return
 		}
 		seen := map[diskKey]bool{}
 		for _, name := range fes {
@@ -157,7 +140,11 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
+	})
+	if err != nil {
+		return fmt.Errorf("blkback: %w", err)
 	}
+	return nil
 }
 
 // disk is one back-end directory being served.

@@ -78,30 +78,12 @@ func (s *Service) Log(dom uint32) (*Log, bool) {
 
 // Run serves consoles until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	dir := BackendDir(s.driver)
-	w, err := s.cfg.XenStore.Watch(dir, "console-backends")
-	if err != nil {
-		return fmt.Errorf("console: watch %s: %w", dir, err)
-	}
-	defer s.cfg.XenStore.Unwatch(w)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	tick := time.NewTicker(5 * time.Second) // events are hints; a missed one is found here
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-w.Events():
-			if !ok {
-				return fmt.Errorf("console: watch of %s ended: %v", dir, s.cfg.XenStore.Err())
-			}
-		case <-tick.C:
-		}
-		doms, err := s.cfg.XenStore.Directory(dir)
-		if err != nil && !errors.Is(err, syscall.ENOENT) {
+	err := s.cfg.XenStore.WatchDir(ctx, BackendDir(s.driver), "console-backends", 5*time.Second, func(doms []string, err error) {
+		if err != nil {
 			s.cfg.Logger.Warn("console: list back ends", "err", err)
-			continue
+			return
 		}
 		for _, name := range doms {
 			id, err := strconv.ParseUint(name, 10, 16)
@@ -128,7 +110,11 @@ func (s *Service) Run(ctx context.Context) error {
 				s.serve(ctx, dom, l)
 			}()
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
 	}
+	return nil
 }
 
 // newLog builds dom's Log from its keys: the front end's limit and the
