@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -44,9 +46,17 @@ type diskExport struct {
 type exports struct {
 	mu sync.Mutex
 	m  map[exportKey]*diskExport
-	// dropped are config exports (export=) stopped by hand, which the
-	// sync loop must not start again.
-	dropped map[exportKey]bool
+	// started are this host's running domains whose export= disks the
+	// sync loop has seen to (served, or failed once and said so): a
+	// domain's config never changes, so it is read once, and an export
+	// stopped by hand stays stopped.
+	started map[startKey]bool
+}
+
+// startKey is one life of a domain id.
+type startKey struct {
+	dom     uint32
+	created int64
 }
 
 // handleDisks serves GET /v1/domains/{dom}/disks.
@@ -133,7 +143,7 @@ func (a *agent) handleExport(w http.ResponseWriter, r *http.Request) {
 	}
 	key := exportKey{d.ID, dev}
 	if r.Method == http.MethodDelete {
-		if !a.unexport(key, true) {
+		if !a.unexport(key) {
 			api.WriteError(w, http.StatusNotFound, fmt.Sprintf("disk %s of domain %s is not exported", dev, ref))
 			return
 		}
@@ -210,24 +220,17 @@ func (a *agent) export(d directory.Domain, dev, addr string) error {
 		a.exports.m = map[exportKey]*diskExport{}
 	}
 	a.exports.m[key] = e
-	delete(a.exports.dropped, key)
 	e.wg.Add(1)
 	go e.serve()
 	a.log.Info("disk exported over NBD", "dom", d.ID, "dev", dev, "addr", ln.Addr().String())
 	return nil
 }
 
-// unexport stops an export; byHand keeps a config export from coming back.
-func (a *agent) unexport(key exportKey, byHand bool) bool {
+// unexport stops an export.
+func (a *agent) unexport(key exportKey) bool {
 	a.exports.mu.Lock()
 	e := a.exports.m[key]
 	delete(a.exports.m, key)
-	if e != nil && byHand {
-		if a.exports.dropped == nil {
-			a.exports.dropped = map[exportKey]bool{}
-		}
-		a.exports.dropped[key] = true
-	}
 	a.exports.mu.Unlock()
 	if e == nil {
 		return false
@@ -306,20 +309,17 @@ func (e *diskExport) close() {
 }
 
 // syncExports keeps exports in step with the domains of this host: a
-// running domain's export= disks are served, and a domain that has ended
-// loses its exports.
+// running domain's export= disks are served from its start, and a domain
+// that has ended loses its exports.
 func (a *agent) syncExports(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	defer func() {
 		a.exports.mu.Lock()
-		keys := make([]exportKey, 0, len(a.exports.m))
-		for k := range a.exports.m {
-			keys = append(keys, k)
-		}
+		keys := slices.Collect(maps.Keys(a.exports.m))
 		a.exports.mu.Unlock()
 		for _, k := range keys {
-			a.unexport(k, false)
+			a.unexport(k)
 		}
 	}()
 	for {
@@ -329,9 +329,11 @@ func (a *agent) syncExports(ctx context.Context) {
 		case <-t.C:
 		}
 		running := map[uint32]directory.Domain{}
+		lives := map[startKey]bool{}
 		for _, d := range a.replica.Domains() {
 			if d.Host == a.cfg.Name && d.Running() && !d.Driver {
 				running[d.ID] = d
+				lives[startKey{d.ID, d.Created}] = true
 			}
 		}
 		a.exports.mu.Lock()
@@ -341,46 +343,45 @@ func (a *agent) syncExports(ctx context.Context) {
 				gone = append(gone, k)
 			}
 		}
-		for k := range a.exports.dropped {
-			if _, ok := running[k.dom]; !ok {
-				delete(a.exports.dropped, k)
+		for k := range a.exports.started {
+			if !lives[k] {
+				delete(a.exports.started, k)
 			}
 		}
-		var want []struct {
-			d    directory.Domain
-			dev  string
-			addr string
-		}
+		var fresh []directory.Domain
 		for _, d := range running {
-			ds, err := a.domains.Disks(d)
-			if err != nil {
-				continue
-			}
-			for _, k := range ds {
-				key := exportKey{d.ID, k.Dev}
-				if k.Export != "" && a.exports.m[key] == nil && !a.exports.dropped[key] {
-					want = append(want, struct {
-						d    directory.Domain
-						dev  string
-						addr string
-					}{d, k.Dev, k.Export})
-				}
+			if !a.exports.started[startKey{d.ID, d.Created}] {
+				fresh = append(fresh, d)
 			}
 		}
 		a.exports.mu.Unlock()
 		for _, k := range gone {
-			a.unexport(k, false)
+			a.unexport(k)
 		}
-		for _, w := range want {
-			if err := a.export(w.d, w.dev, w.addr); err != nil && !errors.Is(err, errExported) {
-				a.log.Warn("disk export from the config", "dom", w.d.ID, "dev", w.dev, "err", err)
-				a.exports.mu.Lock()
-				if a.exports.dropped == nil {
-					a.exports.dropped = map[exportKey]bool{}
-				}
-				a.exports.dropped[exportKey{w.d.ID, w.dev}] = true // said once, not every tick
-				a.exports.mu.Unlock()
-			}
+		for _, d := range fresh {
+			a.startConfigExports(d)
 		}
 	}
+}
+
+// startConfigExports serves d's export= disks, once.
+func (a *agent) startConfigExports(d directory.Domain) {
+	ds, err := a.domains.Disks(d)
+	if err != nil {
+		return // read again at the next tick
+	}
+	for _, k := range ds {
+		if k.Export == "" {
+			continue
+		}
+		if err := a.export(d, k.Dev, k.Export); err != nil && !errors.Is(err, errExported) {
+			a.log.Warn("disk export from the config", "dom", d.ID, "dev", k.Dev, "err", err)
+		}
+	}
+	a.exports.mu.Lock()
+	if a.exports.started == nil {
+		a.exports.started = map[startKey]bool{}
+	}
+	a.exports.started[startKey{d.ID, d.Created}] = true
+	a.exports.mu.Unlock()
 }
