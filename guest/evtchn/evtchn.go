@@ -379,7 +379,7 @@ func (h *Handle) wait(msec int) (Port, error) {
 		deadline = time.Now().Add(time.Duration(msec) * time.Millisecond)
 	}
 	linked := false
-	hot := true
+	hot := HotWait // what this call may still spend waiting hot
 	for {
 		if linked {
 			// Frames arrived: apply them; events for this handle's
@@ -396,8 +396,7 @@ func (h *Handle) wait(msec int) (Port, error) {
 			h.ln.ReleaseAll() // before blocking
 			done = h.ln.Blocking()
 		}
-		n, err := h.epollWait(msec, hot)
-		hot = false // a wake that brought nothing for this handle does not hold the P again
+		n, err := h.epollWait(msec, &hot)
 		if done != nil {
 			done()
 		}
@@ -425,23 +424,30 @@ func (h *Handle) wait(msec int) (Port, error) {
 // twice the scheduler's hand-off. Longer waits block normally.
 var HotWait = 2 * time.Millisecond
 
-// epollWait waits up to msec (-1: forever) for ports to fire.
+// epollWait waits up to msec (-1: forever) for ports to fire, hot for
+// at most *hot of it, which it reduces by what it spent: one Wait call
+// holds its P for HotWait in all, however many wakes bring nothing for
+// this handle (another handle's link frames wake every handle of the
+// domain; a budget per wake would let two waiters starve the domain's
+// other goroutines).
 // Preconditions: h.wmu held.
-func (h *Handle) epollWait(msec int, allowHot bool) (int, error) {
-	if msec == 0 || HotWait <= 0 || !allowHot {
+func (h *Handle) epollWait(msec int, hot *time.Duration) (int, error) {
+	budget := int(*hot / time.Millisecond)
+	if msec == 0 || budget <= 0 {
 		return h.ep.Wait(h.evs[:], msec)
 	}
-	hot := int(HotWait / time.Millisecond)
 	if msec > 0 {
-		hot = min(hot, msec)
+		budget = min(budget, msec)
 	}
 	start := time.Now()
-	n, err := h.ep.WaitHot(h.evs[:], hot)
+	n, err := h.ep.WaitHot(h.evs[:], budget)
+	spent := time.Since(start)
+	*hot -= spent
 	if n != 0 || err != nil {
 		return n, err
 	}
 	if msec > 0 {
-		if msec -= int(time.Since(start) / time.Millisecond); msec <= 0 {
+		if msec -= int(spent / time.Millisecond); msec <= 0 {
 			return h.ep.Wait(h.evs[:], 0)
 		}
 	}
