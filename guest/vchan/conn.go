@@ -205,12 +205,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if ring.Spin(SpinFor, func() bool { c.evt.Acquire(); return c.readable() }) {
 			continue
 		}
+		seen := c.wakes()
 		c.request(abi.VCHAN_NOTIFY_WRITE)
 		c.evt.Acquire()
 		if c.readable() || c.peerGone() {
 			continue
 		}
-		if err := c.wait(reading); err != nil {
+		if err := c.wait(reading, seen); err != nil {
 			return 0, err
 		}
 	}
@@ -291,12 +292,13 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if ring.Spin(SpinFor, func() bool { c.evt.Acquire(); return c.writable() || c.peerGone() }) {
 			continue
 		}
+		seen := c.wakes()
 		c.request(abi.VCHAN_NOTIFY_READ)
 		c.evt.Acquire()
 		if c.writable() || c.peerGone() {
 			continue
 		}
-		if err := c.wait(writing); err != nil {
+		if err := c.wait(writing, seen); err != nil {
 			return done, err
 		}
 	}
@@ -319,11 +321,12 @@ func (c *Conn) WaitClient() error {
 		if err := c.check(reading); err != nil {
 			return err
 		}
+		seen := c.wakes()
 		c.evt.Acquire()
 		if load8(c.ctl, c.peerLive) != abi.VCHAN_LIVE_WAITING {
 			return nil
 		}
-		if err := c.wait(reading); err != nil {
+		if err := c.wait(reading, seen); err != nil {
 			return err
 		}
 	}
@@ -353,16 +356,35 @@ func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "vchan", Source: c.local, Addr: c.remote, Err: err}
 }
 
+// wakes returns the channel the next end of a wait on the event
+// channel closes. A Read or Write takes it before it last looks at the
+// ring, and hands it to wait.
+func (c *Conn) wakes() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.woke
+}
+
 // wait sleeps until the event channel fires, the deadline of which
 // passes, or Close or a deadline change interrupts it; the caller checks
 // again in any case. A Read and a Write share the one event channel:
 // the first to wait blocks on it and the other waits for that wait to
-// end, whichever of them the event was for.
-func (c *Conn) wait(which int) error {
+// end, whichever of them the event was for. seen is what wakes returned
+// before the caller last looked at the ring: if a wait ended since, the
+// event it took may be the one the caller needs (the other goroutine
+// took it while this one looked), so wait returns at once to look again
+// rather than sleep through it.
+func (c *Conn) wait(which int, seen chan struct{}) error {
 	c.mu.Lock()
 	if err := c.checkLocked(which); err != nil {
 		c.mu.Unlock()
 		return err
+	}
+	select {
+	case <-seen:
+		c.mu.Unlock()
+		return nil
+	default: // seen is c.woke: no wait has ended since
 	}
 	timeout := time.Duration(-1)
 	if d := c.deadline[which]; !d.IsZero() {
