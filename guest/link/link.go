@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -118,6 +120,9 @@ func For(c *hv.Conn) *State {
 		}
 		s := newState(c, ep)
 		c.Handle(hypercall.NotifyLink, s.adopt)
+		if Debug {
+			go s.dumpOnSignal()
+		}
 		return s
 	}).(*State)
 }
@@ -539,6 +544,16 @@ func (s *State) logf(format string, args ...any) {
 	}
 }
 
+// dumpOnSignal prints the State on stderr at each SIGUSR1: with Debug
+// set, a stuck domain says what it holds and what it has not shipped.
+func (s *State) dumpOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	for range ch {
+		fmt.Fprintf(os.Stderr, "shi link: state\n%s", s)
+	}
+}
+
 // String describes the State for debugging: its links' buffers and the
 // pages it shares.
 func (s *State) String() string {
@@ -551,9 +566,17 @@ func (s *State) String() string {
 	for p, pb := range s.ports {
 		fmt.Fprintf(&b, "port %d -> dom%d:%d\n", p, pb.peer, pb.peerPort)
 	}
+	fmt.Fprintf(&b, "waiting %d background %v pending %d\n", s.waiting.Load(), s.bg, s.npending.Load())
 	for k, r := range s.rels {
 		fmt.Fprintf(&b, "rel %+v gen %d ready %v revoked %v twin %v dirty %v stage %v pend %v explicit %v\n", k, r.gen, r.ready, r.revoked,
 			r.twin != nil, !r.dirty.empty(), !r.stage.mask.empty(), !r.pend.mask.empty(), r.pg != nil && r.pg.explicit)
+		if r.pg != nil && r.ready && !r.dropped {
+			// The head of a page is where rings keep their indices.
+			fmt.Fprintf(&b, "  page % x\n", r.pg.mem[:32])
+			if r.twin != nil {
+				fmt.Fprintf(&b, "  twin % x\n", r.twin[:32])
+			}
+		}
 	}
 	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -231,6 +232,15 @@ func (b *vchanBridge) dial(ctx context.Context) (*vchan.Conn, error) {
 // the end of the vchan closes the local side once what was read is
 // written there.
 func (b *vchanBridge) relay(c *vchan.Conn, local io.ReadWriteCloser) error {
+	// SIGUSR1 prints the vchan's shared state: what a stuck bridge sees.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer func() { signal.Stop(usr1); close(usr1) }()
+	go func() {
+		for range usr1 {
+			fmt.Fprintf(b.env.Stderr, "shi vchan: %v\n", c)
+		}
+	}()
 	toLocal := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(local, c)

@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,12 +115,13 @@ func proxyConfig(name, cmd string, args ...string) string {
 
 // programConfig is the config of a domain running cmd, with one more
 // line of config.
+// The link library prints its state on SIGUSR1 (see watch).
 func programConfig(name, extra, cmd string, args ...string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
 		q[i] = strconv.Quote(a)
 	}
-	return fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\n%s\n", name, cmd, strings.Join(q, ", "), extra)
+	return fmt.Sprintf("name = %q\ncmd = %q\nargs = [%s]\nenv = [\"SHI_LINK_DEBUG=1\"]\n%s\n", name, cmd, strings.Join(q, ", "), extra)
 }
 
 // output is both proxies' last output, for failures.
@@ -165,17 +169,107 @@ func (p *proxies) stream(t *testing.T, size int, timeout time.Duration) (up, dow
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	took := make([]time.Duration, 2)
+	var got [2]atomic.Int64
 	wg.Add(4)
 	go func() { defer wg.Done(); errs[0] = send(cli, 1, size) }()
 	go func() { defer wg.Done(); errs[1] = send(srv, 2, size) }()
-	go func() { defer wg.Done(); errs[2] = receive(srv, 1, size); took[0] = time.Since(start) }()
-	go func() { defer wg.Done(); errs[3] = receive(cli, 2, size); took[1] = time.Since(start) }()
-	wg.Wait()
+	go func() {
+		defer wg.Done()
+		errs[2] = receive(countingReader{srv, &got[0]}, 1, size)
+		took[0] = time.Since(start)
+	}()
+	go func() {
+		defer wg.Done()
+		errs[3] = receive(countingReader{cli, &got[1]}, 2, size)
+		took[1] = time.Since(start)
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	stalled := p.watch(done, &got, cli, srv)
 	both = time.Since(start)
 	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("stream of %d bytes each way: %v\n%s", size, err, p.output(t))
+		t.Fatalf("stream of %d bytes each way (client to server %d, server to client %d received): %v\n%s%s",
+			size, got[0].Load(), got[1].Load(), err, stalled, p.output(t))
 	}
 	return took[0], took[1], both
+}
+
+// stallAfter is how long a stream may make no progress either way before
+// the test asks both bridges what they see and fails.
+const stallAfter = 20 * time.Second
+
+// watch waits for done; if neither direction moves for stallAfter, it
+// has both bridges print their state (SIGUSR1: shi vchan prints its
+// vchan, the link library of either its links and pages when
+// SHI_LINK_DEBUG is set), ends the stream and says so.
+func (p *proxies) watch(done chan struct{}, got *[2]atomic.Int64, conns ...net.Conn) string {
+	last, moved := int64(-1), time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return ""
+		case <-tick.C:
+		}
+		if n := got[0].Load() + got[1].Load(); n != last {
+			last, moved = n, time.Now()
+			continue
+		}
+		if time.Since(moved) < stallAfter {
+			continue
+		}
+		signalDomain(p.srvHost, p.srv.ID, syscall.SIGUSR1)
+		signalDomain(p.cliHost, p.cli.ID, syscall.SIGUSR1)
+		time.Sleep(time.Second) // for them to print
+		for _, c := range conns {
+			c.Close()
+		}
+		<-done
+		return fmt.Sprintf("no progress either way for %v: both bridges asked for their state (below)\n", stallAfter)
+	}
+}
+
+// countingReader counts what it reads.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// signalDomain sends sig to the programs of domain id on h that debug
+// their links: h's agent's descendants (the test hosts share this
+// machine's process table with other tests' clusters) whose environment
+// names the domain and sets SHI_LINK_DEBUG (not its console helper). A C
+// program's select() fails with EINTR: the signal is for a test that
+// has failed.
+func signalDomain(h *Host, id uint32, sig syscall.Signal) {
+	h.mu.Lock()
+	agent := 0
+	if h.proc != nil {
+		agent = h.proc.Pid()
+	}
+	h.mu.Unlock()
+	want := []byte(fmt.Sprintf("\x00SHI_DOMID=%d\x00", id))
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || !descends(pid, agent) {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		env = append([]byte{0}, env...)
+		if err == nil && bytes.Contains(env, want) && bytes.Contains(env, []byte("\x00SHI_LINK_DEBUG=")) &&
+			!bytes.Contains(cmd, []byte("console-helper")) {
+			syscall.Kill(pid, sig)
+		}
+	}
 }
 
 // data is the pseudo-random stream seed, in 64 KiB chunks.
@@ -280,4 +374,26 @@ func (p *proxies) destroy(t *testing.T) {
 			t.Errorf("destroy %s: %v", x.d.Name, err)
 		}
 	}
+}
+
+// descends reports whether process pid descends from process ancestor.
+func descends(pid, ancestor int) bool {
+	for i := 0; pid > 1 && i < 64; i++ {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
+		}
+		if pid == ancestor {
+			return true
+		}
+	}
+	return false
 }
