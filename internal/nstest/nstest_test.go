@@ -50,15 +50,22 @@ func echoServer(t *testing.T, h *nstest.Host, port int) {
 	}()
 }
 
-// talk dials from host `from` to addr and checks the echo.
-func talk(from *nstest.Host, addr string) error {
+// Waits for a talk: long where it must succeed (a loaded machine), short
+// where it must fail.
+const (
+	mustTalk    = 10 * time.Second
+	mustNotTalk = 300 * time.Millisecond
+)
+
+// talk dials from host `from` to addr and checks the echo within wait.
+func talk(from *nstest.Host, addr string, wait time.Duration) error {
 	return from.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		c, err := net.DialTimeout("tcp", addr, wait)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		c.SetDeadline(time.Now().Add(wait))
 		msg := "hello from " + from.IP
 		if _, err := c.Write([]byte(msg)); err != nil {
 			return err
@@ -82,15 +89,15 @@ func TestTalkCutHeal(t *testing.T) {
 	}
 	echoServer(t, h1, 9000)
 	addr := h1.IP + ":9000"
-	if err := talk(h0, addr); err != nil {
+	if err := talk(h0, addr, mustTalk); err != nil {
 		t.Fatalf("before cut: %v", err)
 	}
 	c.Cut(1)
-	if err := talk(h0, addr); err == nil {
+	if err := talk(h0, addr, mustNotTalk); err == nil {
 		t.Fatal("talked over a cut link")
 	}
 	c.Heal(1)
-	if err := talk(h0, addr); err != nil {
+	if err := talk(h0, addr, mustTalk); err != nil {
 		t.Fatalf("after heal: %v", err)
 	}
 	// The root namespace has nothing of ours.
@@ -108,16 +115,16 @@ func TestPartition(t *testing.T) {
 	for i := range 3 {
 		echoServer(t, c.Host(i), 9000)
 	}
-	reach := func(i, j int) bool { return talk(c.Host(i), c.Host(j).IP+":9000") == nil }
+	reach := func(i, j int, wait time.Duration) bool { return talk(c.Host(i), c.Host(j).IP+":9000", wait) == nil }
 	c.Partition([]int{0, 1}, []int{2})
-	if !reach(0, 1) || !reach(1, 0) {
+	if !reach(0, 1, mustTalk) || !reach(1, 0, mustTalk) {
 		t.Fatal("0 and 1 are in one group but cannot talk")
 	}
-	if reach(0, 2) || reach(2, 1) {
+	if reach(0, 2, mustNotTalk) || reach(2, 1, mustNotTalk) {
 		t.Fatal("talked across the partition")
 	}
 	c.Unpartition()
-	if !reach(0, 2) || !reach(2, 1) {
+	if !reach(0, 2, mustTalk) || !reach(2, 1, mustTalk) {
 		t.Fatal("still apart after Unpartition")
 	}
 }
