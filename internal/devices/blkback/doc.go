@@ -17,7 +17,10 @@
 // same happens when the toolstack removes the back-end directory. A front
 // end that returns to Initialising (1) gets a new session; a disk that
 // could not be opened (its image in use, or missing) is retried, less
-// and less often, while its front end waits in Initialising.
+// and less often, while its front end waits in Initialising. An image
+// held by a session whose domain is gone (destroyed a moment ago; its
+// session still flushes and closes) is opened once that session lets
+// go, not refused: the directory already let the new domain have it.
 //
 // One goroutine per connected disk consumes the ring: it does reads and
 // writes itself and pushes their responses once per pass over the ring

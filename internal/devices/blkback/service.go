@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -52,7 +54,7 @@ type Service struct {
 	cfg    ServiceConfig
 	driver uint32
 
-	// mu guards running and ended.
+	// mu guards running, ended and held.
 	mu      sync.Mutex
 	running map[diskKey]bool
 	// ended are disks whose front end went while their back-end
@@ -60,6 +62,8 @@ type Service struct {
 	// the toolstack writes it anew (state Initialising), or our own
 	// writes there would start them over and over.
 	ended map[diskKey]bool
+	// held are the images the sessions have open, by path (see openImage).
+	held map[string]map[*holding]bool
 }
 
 type diskKey struct{ fe, devid uint32 }
@@ -72,7 +76,8 @@ func NewService(cfg ServiceConfig) *Service {
 	if cfg.Open == nil {
 		cfg.Open = OpenFile
 	}
-	return &Service{cfg: cfg, driver: uint32(cfg.Hypervisor.DomID()), running: map[diskKey]bool{}, ended: map[diskKey]bool{}}
+	return &Service{cfg: cfg, driver: uint32(cfg.Hypervisor.DomID()), running: map[diskKey]bool{}, ended: map[diskKey]bool{},
+		held: map[string]map[*holding]bool{}}
 }
 
 // Run serves disks until ctx ends, then waits for their sessions to end
@@ -212,6 +217,76 @@ func (s *Service) serve(ctx context.Context, k diskKey) (stays bool) {
 	return err == nil
 }
 
+// holding is a session's hold on an image: its disk, and a channel
+// closed once it has closed the image.
+type holding struct {
+	d    *disk
+	done chan struct{}
+}
+
+// hold records that d's session has the image at path open; the
+// returned function says it closed it.
+func (s *Service) hold(path string, d *disk) (release func()) {
+	h := &holding{d: d, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.held[path] == nil {
+		s.held[path] = map[*holding]bool{}
+	}
+	s.held[path][h] = true
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.held[path], h)
+		if len(s.held[path]) == 0 {
+			delete(s.held, path)
+		}
+		s.mu.Unlock()
+		close(h.done)
+	}
+}
+
+// inUseWait bounds how long a session waits for this service's sessions
+// of domains that are gone to let go of the image it asks for.
+const inUseWait = 20 * time.Second
+
+// openImage opens the image at path. An image in use by sessions of
+// this service whose domains are gone is opened once they let go: a
+// destroy returns once the domain's processes have, and its session
+// then still flushes and closes the image, while a create right after
+// may name the same image. An image a running domain holds is refused
+// at once (after a second, in which this host's replica may learn that
+// the holder is gone).
+func (s *Service) openImage(ctx context.Context, path string, writable bool) (nbd.Backend, error) {
+	store, err := s.cfg.Open(path, writable)
+	if !errors.Is(err, ErrInUse) {
+		return store, err
+	}
+	start := time.Now()
+	for {
+		s.mu.Lock()
+		holders := slices.Collect(maps.Keys(s.held[path]))
+		s.mu.Unlock()
+		if len(holders) == 0 {
+			return s.cfg.Open(path, writable) // let go meanwhile, or held elsewhere
+		}
+		live := false
+		for _, h := range holders {
+			if _, gerr := blkif.ReadState(s.cfg.XenStore, h.d.fp); !errors.Is(gerr, blkif.ErrGone) {
+				live = true
+			}
+		}
+		if live && time.Since(start) > time.Second || time.Since(start) > inUseWait {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-holders[0].done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // fail reports why the session could not go on and closes the back end.
 func (s *Service) fail(d *disk, msg string) {
 	d.log.Warn("blkback: disk failed", "err", msg)
@@ -237,18 +312,25 @@ func (s *Service) session(ctx context.Context, d *disk) (ending, blkif.State) {
 		s.fail(d, fmt.Sprintf("mode %q is neither r nor w", m))
 		return endClosed, blkif.StateUnknown
 	}
-	store, err := s.cfg.Open(string(params), writable)
+	path := string(params)
+	store, err := s.openImage(ctx, path, writable)
 	if err != nil {
 		s.fail(d, fmt.Sprintf("cannot open the disk image: %v", err))
 		return endClosed, blkif.StateUnknown
 	}
+	release := s.hold(path, d)
 	storeOpen := true
 	closeStore := func() error {
-		if c, ok := store.(io.Closer); ok && storeOpen {
-			storeOpen = false
-			return c.Close()
+		if !storeOpen {
+			return nil
 		}
-		return nil
+		storeOpen = false
+		var err error
+		if c, ok := store.(io.Closer); ok {
+			err = c.Close()
+		}
+		release()
+		return err
 	}
 	defer closeStore()
 	geo := Geometry{Sectors: uint64(store.Size()) / abi.BlkifSectorSize, ReadOnly: !writable || store.ReadOnly(),

@@ -3,10 +3,12 @@ package blkback
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -297,6 +299,52 @@ func TestDiskFrontGone(t *testing.T) {
 	waitFor(t, "the back end to go to Closed", func() bool { return r.backState(fe, "xvda") == "6" })
 	r.xs.Rm("/local/domain/10")
 	waitFor(t, "the back-end directory to go", func() bool { return r.backState(fe, "xvda") == "" })
+}
+
+// TestDiskHandedOn: a domain that had an image writable is destroyed
+// and a new one names the same image at once, while the first one's
+// session still flushes and closes it: the new one gets the disk (as the
+// directory already allowed its create), not a refusal.
+func TestDiskHandedOn(t *testing.T) {
+	var n atomic.Int32
+	r := newRig(t, func(b nbd.Backend) nbd.Backend {
+		if n.Add(1) == 1 {
+			return slowClose{b, 500 * time.Millisecond} // the first session's close
+		}
+		return b
+	})
+	img := r.image(t, "h.img", 1<<20)
+	r.addDisk(t, 12, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
+	d, err := blkfront.Open(r.dom(t, 12, false), r.client(t, 12), "xvda")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(bytes.Repeat([]byte{7}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	r.h.RemoveDomain(12)
+	r.xs.Rm("/local/domain/12")
+	r.addDisk(t, 13, toolstack.Spec{Dev: "xvda", Path: img, Writable: true})
+	d2, err := blkfront.Open(r.dom(t, 13, false), r.client(t, 13), "xvda")
+	if err != nil {
+		t.Fatalf("the image's next domain: %v", err)
+	}
+	defer d2.Close()
+	p := make([]byte, 4096)
+	if _, err := d2.ReadAt(p, 0); err != nil || p[0] != 7 {
+		t.Fatalf("read %d %v: the first domain's write is not there", p[0], err)
+	}
+}
+
+// slowClose is a store whose Close takes a while (a flush to a slow disk).
+type slowClose struct {
+	nbd.Backend
+	delay time.Duration
+}
+
+func (s slowClose) Close() error {
+	time.Sleep(s.delay)
+	return s.Backend.(io.Closer).Close()
 }
 
 // TestDiskBackendStops: the driver's Service stops; the front end's
