@@ -18,6 +18,7 @@ func init() {
 // shi console-helper PATH ARGV0 [ARG...]. The disks named in its
 // environment are served before the program starts, so it finds them.
 func runConsoleHelper(ctx context.Context, env *Env, args []string) int {
+	console.ReserveThreads(console.HelperThreads)
 	targets, err := disknbd.Targets(os.Environ())
 	if err != nil {
 		env.Errorf("console-helper: %v", err)

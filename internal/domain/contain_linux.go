@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"shi/internal/cgroup"
+	"shi/internal/devices/console"
 	"shi/internal/directory"
 )
 
@@ -27,7 +28,10 @@ import (
 //     so that its collector works harder before the cap rather than
 //     die at it. A domain the kernel's OOM killer strikes is crashed,
 //     whole, and follows on_crash.
-//   - caps its processes and threads at pids (default DefaultPids).
+//   - caps its processes and threads at pids (default DefaultPids), and
+//     its console helper's at console.HelperThreads more, which the
+//     helper takes before the program starts: a program that fills its
+//     pids never takes the console down with it.
 //   - caps its CPU time at vcpus CPUs, when vcpus is set.
 //   - makes "every process of the domain" exact: destroy kills the
 //     group and returns once it is empty, whatever left the session.
@@ -53,11 +57,16 @@ const oomPoll = 250 * time.Millisecond
 // Usage is what a running domain uses.
 type Usage = cgroup.Usage
 
-// limitsOf are the caps of a domain with config cfg.
-func limitsOf(cfg *Config) cgroup.Limits {
+// limitsOf are the caps of a domain with config cfg; helper says its
+// console helper runs in it, whose reserve of threads (see
+// console.HelperThreads) comes on top of its pids.
+func limitsOf(cfg *Config, helper bool) cgroup.Limits {
 	pids := cfg.Pids
 	if pids == 0 {
 		pids = DefaultPids
+	}
+	if helper {
+		pids += console.HelperThreads
 	}
 	return cgroup.Limits{MemoryBytes: max(cfg.MemoryMiB, MemoryFloorMiB) << 20, Pids: pids, VCPUs: cfg.VCPUs}
 }
@@ -67,7 +76,7 @@ func (m *Manager) memLimitEnv(cfg *Config) []string {
 	if m.cgroups() == nil {
 		return nil
 	}
-	lim := uint64(float64(limitsOf(cfg).MemoryBytes) * goMemLimitShare)
+	lim := uint64(float64(limitsOf(cfg, false).MemoryBytes) * goMemLimitShare)
 	return []string{"GOMEMLIMIT=" + strconv.FormatUint(lim, 10)}
 }
 
@@ -90,13 +99,14 @@ func (m *Manager) cgroups() *cgroup.Host {
 	return m.cg
 }
 
-// newGroup makes domain d's group; nil when domains run uncontained.
-func (m *Manager) newGroup(d directory.Domain, cfg *Config) (*cgroup.Group, error) {
+// newGroup makes domain d's group (helper: its console helper runs in
+// it); nil when domains run uncontained.
+func (m *Manager) newGroup(d directory.Domain, cfg *Config, helper bool) (*cgroup.Group, error) {
 	h := m.cgroups()
 	if h == nil {
 		return nil, nil
 	}
-	return h.New("dom"+strconv.FormatUint(uint64(d.ID), 10), limitsOf(cfg))
+	return h.New("dom"+strconv.FormatUint(uint64(d.ID), 10), limitsOf(cfg, helper))
 }
 
 // start starts cmd in group g (nil: as it is).

@@ -116,7 +116,7 @@ func (m *Manager) launch(d directory.Domain, cfg *Config, spec Spec, path string
 		},
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
-	group, err := m.newGroup(d, cfg)
+	group, err := m.newGroup(d, cfg, console && m.usesConsoleHelper(cfg))
 	if err != nil {
 		pr.Close()
 		pw.Close()
