@@ -7,29 +7,27 @@ import (
 	"time"
 )
 
-// gateMem holds a read at offset 0 until a read elsewhere has finished,
-// or 5 s: a server serving one request at a time answers late and in order.
+// gateMem holds a read at offset 0 until the test lets it go (once a
+// read elsewhere has been answered), or 5 s: a server serving one request
+// at a time answers late and in order.
 type gateMem struct {
 	*Mem
-	other chan struct{}
+	release chan struct{}
 }
 
 func (g *gateMem) ReadAt(p []byte, off int64) (int, error) {
 	if off == 0 {
 		select {
-		case <-g.other:
+		case <-g.release:
 		case <-time.After(5 * time.Second):
 		}
-		return g.Mem.ReadAt(p, off)
 	}
-	n, err := g.Mem.ReadAt(p, off)
-	close(g.other)
-	return n, err
+	return g.Mem.ReadAt(p, off)
 }
 
 func TestConcurrentRequests(t *testing.T) {
 	for _, structured := range []bool{false, true} {
-		g := &gateMem{Mem: NewMem(1<<20, false), other: make(chan struct{})}
+		g := &gateMem{Mem: NewMem(1<<20, false), release: make(chan struct{})}
 		g.Mem.WriteAt(bytes.Repeat([]byte{1}, 4096), 0)
 		g.Mem.WriteAt(bytes.Repeat([]byte{2}, 4096), 8192)
 		s, err := NewServer(Export{Name: "g", Backend: g})
@@ -48,6 +46,7 @@ func TestConcurrentRequests(t *testing.T) {
 		if r := tc.reply(second, 8192, 4096); r.Err != 0 || !bytes.Equal(r.Data, bytes.Repeat([]byte{2}, 4096)) {
 			t.Fatalf("second read: %v", r)
 		}
+		close(g.release)
 		if r := tc.reply(first, 0, 4096); r.Err != 0 || !bytes.Equal(r.Data, bytes.Repeat([]byte{1}, 4096)) {
 			t.Fatalf("first read: %v", r)
 		}
