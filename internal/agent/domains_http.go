@@ -156,10 +156,16 @@ func (e *unreachableError) Error() string {
 
 // forwardHTTP is the client for requests forwarded to other hosts: a
 // host that does not take the connection within a few seconds counts as
-// unreachable.
+// unreachable. Each request dials afresh: on a connection kept from an
+// earlier request, a create sent to a host that has just died is written
+// into the socket and answered by a reset, which cannot be told from an
+// agent that took the request and died (no reply: it may have acted),
+// while a fresh dial to it is refused, which says plainly that it is
+// unreachable and lets placement choose another host. Forwarded calls
+// are rare (creates, destroys, outputs, usage): the dial costs little.
 var forwardHTTP = &http.Client{
 	Timeout:   30 * time.Second,
-	Transport: forwardAuth{forwardTLS{&http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 4}}},
+	Transport: forwardAuth{forwardTLS{&http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, DisableKeepAlives: true}}},
 }
 
 // forward runs call against the agent of host. It fails with

@@ -89,7 +89,8 @@ func (a *agent) withPeers(h http.Handler) http.Handler {
 	if a.tls == nil {
 		return h
 	}
-	rt := a.peerTransport(5*time.Second, 4)
+	rt := a.peerTransport(5*time.Second, 0)
+	rt.DisableKeepAlives = true // as forwardHTTP's: a dial per call
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peersKey{}, http.RoundTripper(rt))))
 	})
