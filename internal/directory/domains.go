@@ -59,6 +59,12 @@ type DomainCmd struct {
 	// runs (crashed or dead), whose entry then goes. A flag rather than
 	// a new rule, so that entries logged before it apply as they did.
 	Reuse bool `json:"reuse,omitempty"`
+	// IDs are, for DomHostDown, the domains the verdict covers: those
+	// the host ran when it was taken. A domain created on the host after
+	// it (the host came back at once: a verdict on a starved agent) is
+	// left alone. Empty: every domain of the host (entries logged
+	// before it).
+	IDs []uint32 `json:"ids,omitempty"`
 }
 
 // Domids go from 1 up to DOMID_FIRST_RESERVED-1; 0 is the toolstack.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"shi/internal/xenstore"
@@ -255,7 +256,8 @@ func (f *FSM) applyDomain(c DomainCmd) Response {
 		}
 		var t *domainTable
 		for _, od := range f.doms.list() {
-			if od.Host != d.Host || od.State == StateDead || od.State == StateCrashed {
+			if od.Host != d.Host || od.State == StateDead || od.State == StateCrashed ||
+				len(c.IDs) > 0 && !slices.Contains(c.IDs, od.ID) {
 				continue
 			}
 			if t == nil {

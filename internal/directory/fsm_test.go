@@ -215,3 +215,27 @@ func FuzzReadSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// A host-down entry crashes the domains its verdict named, not one the
+// host started after it came back, before the entry applied (a verdict
+// on a starved agent that rejoined at once).
+func TestHostDownNamesItsDomains(t *testing.T) {
+	f := NewFSM(xenstore.DefaultQuota())
+	var idx uint64
+	old := create(t, f, &idx, "old", "h1").Domain
+	fresh := create(t, f, &idx, "fresh", "h1").Domain
+	idx++
+	f.Apply(idx, DomainEntry(DomainCmd{Op: DomHostDown, IDs: []uint32{old.ID}, Domain: Domain{Host: "h1", State: StateCrashed, Updated: 9}}))
+	if d, _ := f.Domain(old.ID); d.State != StateCrashed {
+		t.Fatalf("the verdict's domain: %+v", d)
+	}
+	if d, _ := f.Domain(fresh.ID); !d.Running() || !f.State().Introduced(fresh.ID) {
+		t.Fatalf("a domain the verdict did not name: %+v", d)
+	}
+	// Without IDs (entries logged before them): every domain of the host.
+	idx++
+	f.Apply(idx, DomainEntry(DomainCmd{Op: DomHostDown, Domain: Domain{Host: "h1", State: StateCrashed, Updated: 10}}))
+	if d, _ := f.Domain(fresh.ID); d.State != StateCrashed {
+		t.Fatalf("an entry without IDs: %+v", d)
+	}
+}

@@ -274,18 +274,23 @@ func (m *Manager) followCrash(ctx context.Context, d directory.Domain) {
 // (Reconcile); their names are free meanwhile. With nothing to do it
 // commits nothing.
 func (m *Manager) HostDown(ctx context.Context, host string) error {
+	// The domains it runs now: one created there after this (the host
+	// came back before the entry applied) is not the verdict's.
+	var ids []uint32
 	for _, d := range m.cfg.Replica.Domains() {
 		if d.Host == host && d.Running() {
-			m.log.Warn("host is down; marking its domains crashed", "host", host)
-			_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
-				Op: directory.DomHostDown, Domain: directory.Domain{Host: host, State: directory.StateCrashed, Updated: time.Now().UnixNano()}}))
-			if err == nil && resp.Err != "" {
-				err = errors.New(resp.Err)
-			}
-			if err != nil {
-				return err
-			}
-			break
+			ids = append(ids, d.ID)
+		}
+	}
+	if len(ids) > 0 {
+		m.log.Warn("host is down; marking its domains crashed", "host", host, "domains", len(ids))
+		_, resp, err := m.cfg.Committer.Commit(ctx, directory.DomainEntry(directory.DomainCmd{
+			Op: directory.DomHostDown, IDs: ids, Domain: directory.Domain{Host: host, State: directory.StateCrashed, Updated: time.Now().UnixNano()}}))
+		if err == nil && resp.Err != "" {
+			err = errors.New(resp.Err)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	var errs []error
