@@ -250,6 +250,12 @@ func TestCrossHostHostDeath(t *testing.T) {
 	defer cancel()
 	gauges := []string{"shi_hypervisor_links", "shi_hypervisor_ports", "shi_hypervisor_maps",
 		"shi_hypervisor_remote_pins", "shi_hypervisor_pending", "shi_hypervisor_domains", "shi_hypervisor_pages"}
+	// The driver domains come up after the cluster (under load, after a
+	// first look at the gauges): count h0's before counting.
+	waitDrivers(t, ctx, c)
+	if err := Poll(ctx, 50*time.Millisecond, func() bool { return metric(t, h0, "shi_hypervisor_domains") >= 1 }); err != nil {
+		t.Fatal("h0's hypervisor never served its driver domain")
+	}
 	before := map[string]float64{}
 	for _, g := range append(gauges, "process_open_fds", "go_goroutines") {
 		before[g] = metric(t, h0, g)
