@@ -316,7 +316,15 @@ func testRestart(t *testing.T, c *Cluster, snapshotThreshold uint64) map[string]
 	want := map[string]string{}
 	write := func(p, v string) {
 		t.Helper()
-		if err := x.Write(p, []byte(v)); err != nil {
+		// A write whose commit's fate is unknown (EIO: leadership moved
+		// under it, on a loaded machine) or found no quorum (EROFS, during
+		// an election) is written again, as a client would: the same value.
+		err := x.Write(p, []byte(v))
+		for try := 0; try < 20 && (errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EROFS)); try++ {
+			time.Sleep(250 * time.Millisecond)
+			err = x.Write(p, []byte(v))
+		}
+		if err != nil {
 			t.Fatalf("write %s: %v", p, err)
 		}
 		want[p] = v
