@@ -287,6 +287,11 @@ func (c *Conn) Write(b []byte) (int, error) {
 				// without an event.
 				c.evt.Release(c.port)
 			}
+			if len(b) == 0 {
+				// All written: a peer that has read it all and closed
+				// meanwhile does not make this Write fail.
+				return done, nil
+			}
 			continue
 		}
 		if ring.Spin(SpinFor, func() bool { c.evt.Acquire(); return c.writable() || c.peerGone() }) {
