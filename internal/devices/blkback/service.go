@@ -202,7 +202,7 @@ func (s *Service) serve(ctx context.Context, k diskKey) (stays bool) {
 		}
 	}
 	if ctx.Err() == nil && d.sawFront {
-		if _, err := blkif.ReadState(s.cfg.XenStore, d.fp); errors.Is(err, blkif.ErrGone) {
+		if s.frontGone(d.fp) {
 			// The domain is gone: its back-end directory goes too.
 			xc := s.cfg.XenStore
 			xc.Rm(d.bp)
@@ -217,17 +217,24 @@ func (s *Service) serve(ctx context.Context, k diskKey) (stays bool) {
 	return err == nil
 }
 
-// holding is a session's hold on an image: its disk, and a channel
-// closed once it has closed the image.
+// frontGone reports whether the front-end directory fp is gone: its
+// domain has ended.
+func (s *Service) frontGone(fp string) bool {
+	_, err := blkif.ReadState(s.cfg.XenStore, fp)
+	return errors.Is(err, blkif.ErrGone)
+}
+
+// holding is a session's hold on an image: its front end's directory,
+// and a channel closed once it has closed the image.
 type holding struct {
-	d    *disk
+	fp   string
 	done chan struct{}
 }
 
 // hold records that d's session has the image at path open; the
 // returned function says it closed it.
 func (s *Service) hold(path string, d *disk) (release func()) {
-	h := &holding{d: d, done: make(chan struct{})}
+	h := &holding{fp: d.fp, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.held[path] == nil {
 		s.held[path] = map[*holding]bool{}
@@ -271,9 +278,7 @@ func (s *Service) openImage(ctx context.Context, path string, writable bool) (nb
 		}
 		live := false
 		for _, h := range holders {
-			if _, gerr := blkif.ReadState(s.cfg.XenStore, h.d.fp); !errors.Is(gerr, blkif.ErrGone) {
-				live = true
-			}
+			live = live || !s.frontGone(h.fp)
 		}
 		if live && time.Since(start) > time.Second || time.Since(start) > inUseWait {
 			return nil, err
