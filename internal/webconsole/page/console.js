@@ -95,6 +95,10 @@
       return listError("cannot reach the agent: " + e.message);
     }
     if (!r.ok) return listError(await errorText(r));
+    // The header's own request may have been refused before the token
+    // was given (the page starts with two requests, one prompt): the
+    // API answers now, so fill it before the list shows.
+    if (!$("where").textContent) await showWhere();
     const ds = await r.json();
     $("error").hidden = true;
     const body = $("domains");
